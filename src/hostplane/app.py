@@ -1,0 +1,89 @@
+"""The app factory: settings -> engine -> bus -> routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from hostplane import __version__
+from hostplane.core.config import Settings
+from hostplane.core.db.engine import create_engine
+from hostplane.core.db.session import create_session_factory
+from hostplane.core.events.bus import create_bus
+from hostplane.core.http.envelope import ERROR_RESPONSES
+from hostplane.core.http.errors import install_error_handlers
+from hostplane.core.http.middleware import RequestMiddleware
+from hostplane.core.runtime import Runtime
+from hostplane.platform.health.router import router as health_router
+from hostplane.platform.jobs.router import router as jobs_router
+from hostplane.platform.jobs.worker import Worker
+
+# Routers under /api, in the order they appear in the OpenAPI document.
+API_ROUTERS: list[APIRouter] = [jobs_router]
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = create_engine(settings)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=create_session_factory(engine),
+        bus=create_bus(settings),
+    )
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: int = 0) -> FastAPI:
+    """The panel's ASGI app.
+
+    ``workers`` > 0 runs that many job workers inside the app's process (the
+    embedded default); production runs them with ``hostplane worker``.
+    """
+    runtime = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.bus.start()
+        stop = asyncio.Event()
+        worker_tasks = [
+            asyncio.create_task(Worker(runtime).run(stop), name=f"jobs-worker-{n}")
+            for n in range(workers)
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in worker_tasks:
+                with contextlib.suppress(Exception):
+                    await task
+            await runtime.bus.close()
+            await runtime.engine.dispose()
+
+    app = FastAPI(
+        title="hostplane",
+        version=__version__,
+        summary="Hosting control plane: servers on a fleet of nodes, billing, domains and support.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(RequestMiddleware, metrics=runtime.metrics)
+    app.include_router(health_router)
+    for router in API_ROUTERS:
+        app.include_router(router, responses=ERROR_RESPONSES)
+    return app

@@ -1,0 +1,422 @@
+"""The ``hostplane`` command.
+
+Scripts and operators depend on this contract: every command takes
+``--data-dir`` (env ``HOSTPLANE_DATA_DIR``); ``up`` and ``serve`` take
+``--host`` and ``--port``; failures print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from hostplane import __version__
+from hostplane.core.config import (
+    Settings,
+    default_data_dir,
+    load_settings,
+    redact_url,
+)
+from hostplane.core.errors import HostplaneError
+from hostplane.core.logging import configure_logging
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="hostplane",
+    help="hostplane: a hosting control plane.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+admin_cli = typer.Typer(help="Operator accounts.", no_args_is_help=True)
+cli.add_typer(admin_cli, name="admin")
+
+out = Console(soft_wrap=True)
+DEFAULT_PORT = 8080
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="HOSTPLANE_DATA_DIR", help="Folder for the database, config and files."
+    ),
+]
+HostOption = Annotated[str | None, typer.Option("--host", help="Address to listen on.")]
+PortOption = Annotated[
+    int | None, typer.Option("--port", help="Port to listen on.", min=0, max=65535)
+]
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+# ---- helpers ---------------------------------------------------------------
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(data_dir=data_dir, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise CliError(f"invalid configuration: {problems}") from None
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(coroutine: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await coroutine
+
+    return asyncio.run(wrapper())
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front: a taken port is a clear error, not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                f"port {port} on {host} is already in use; choose another with --port"
+            ) from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _check_database(settings: Settings) -> None:
+    from hostplane.core.db.engine import create_engine
+
+    engine = create_engine(settings)
+    try:
+        async with asyncio.timeout(10), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise CliError(
+            f"cannot reach the database at {redact_url(settings.database_url)}: {_reason(exc)}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
+    message = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    return message[:200]
+
+
+async def _migrate(settings: Settings) -> str | None:
+    from hostplane.core.db.engine import create_engine
+    from hostplane.migrations.runner import current_revision, upgrade
+
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine)
+        return await current_revision(engine)
+    except (DBAPIError, OSError) as exc:
+        raise CliError(
+            f"cannot migrate the database at {redact_url(settings.database_url)}: {_reason(exc)}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def _serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
+    from hostplane.app import create_app
+
+    app = create_app(settings, workers=workers)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _write_embedded_config(data_dir: Path) -> None:
+    """First start of the embedded default: a config with a generated secret."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "hostplane.toml"
+    if (
+        path.exists()
+        or os.environ.get("HOSTPLANE_CONFIG")
+        or os.environ.get("HOSTPLANE_SECRET_KEY")
+    ):
+        return
+    body = (
+        "# Written by `hostplane up` on first start. HOSTPLANE_* environment variables override it.\n"
+        'environment = "production"\n'
+        f'secret_key = "{secrets.token_urlsafe(48)}"\n'
+        'log_format = "console"\n'
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(body)
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only for display
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}"
+
+
+# ---- commands --------------------------------------------------------------
+
+
+@cli.command()
+def up(
+    data_dir: DataDirOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    admin_email: Annotated[
+        str | None, typer.Option("--admin-email", help="Email of the first admin, on first start.")
+    ] = None,
+) -> None:
+    """Run everything on this machine: database, panel and workers, from one folder."""
+    from hostplane.identity.bootstrap import DEFAULT_ADMIN_EMAIL, ensure_installation
+
+    folder = data_dir or Path(os.environ.get("HOSTPLANE_DATA_DIR") or default_data_dir())
+    _write_embedded_config(folder)
+    settings = _settings(folder, host=host, port=port if port is not None else None)
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
+    sock = _bind(settings.host, settings.port)
+    bound_port = sock.getsockname()[1]
+    _run(_check_database(settings))
+    _run(_migrate(settings))
+
+    async def bootstrap() -> Any:
+        from hostplane.app import build_runtime
+
+        runtime = build_runtime(settings)
+        try:
+            async with runtime.unit_of_work() as session:
+                return await ensure_installation(
+                    session, admin_email=admin_email or DEFAULT_ADMIN_EMAIL
+                )
+        finally:
+            await runtime.engine.dispose()
+
+    admin = _run(bootstrap())
+    base = _url(settings.host, bound_port)
+    out.print(f"\n[bold]hostplane {__version__}[/bold] is starting")
+    out.print(f"  Panel API   {base}/api")
+    out.print(f"  API docs    {base}/docs")
+    out.print(f"  Data folder {settings.data_dir}")
+    if admin.password is not None:
+        out.print(
+            f"  Log in as   [bold]{admin.email}[/bold] with password [bold]{admin.password}[/bold]"
+        )
+        out.print(
+            "              (shown this once: store it now, or reset it with `hostplane admin password`)"
+        )
+    else:
+        out.print(
+            f"  Log in as   [bold]{admin.email}[/bold] (password from the first start; reset with `hostplane admin password`)"
+        )
+    out.print("")
+    sys.stdout.flush()
+    _serve(settings, sock, workers=1)
+
+
+@cli.command()
+def serve(data_dir: DataDirOption = None, host: HostOption = None, port: PortOption = None) -> None:
+    """Run the panel API only (production: several replicas behind a load balancer)."""
+    settings = _settings(data_dir, host=host, port=port)
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
+    sock = _bind(settings.host, settings.port)
+    _run(_check_database(settings))
+    _serve(settings, sock, workers=0)
+
+
+@cli.command()
+def worker(
+    data_dir: DataDirOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Jobs run at once.")
+    ] = None,
+) -> None:
+    """Run background work: provisioning, webhooks, schedules, billing cycles."""
+    settings = _settings(data_dir)
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
+    _run(_check_database(settings))
+
+    async def work() -> None:
+        from hostplane.app import build_runtime
+        from hostplane.platform.jobs.worker import Worker
+
+        runtime = build_runtime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await runtime.bus.start()
+        try:
+            await Worker(runtime, concurrency=concurrency).run(stop)
+        finally:
+            await runtime.bus.close()
+            await runtime.engine.dispose()
+
+    _run(work())
+
+
+@cli.command()
+def migrate(data_dir: DataDirOption = None) -> None:
+    """Bring the database schema up to date."""
+    settings = _settings(data_dir)
+    revision = _run(_migrate(settings))
+    out.print(f"database at {redact_url(settings.database_url)} is at revision {revision}")
+
+
+@cli.command()
+def openapi(
+    data_dir: DataDirOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the OpenAPI 3.1 document of the panel API."""
+    from hostplane.app import create_app
+
+    # The document does not depend on configuration; build it from neutral settings.
+    settings = Settings(
+        environment="development",
+        data_dir=data_dir or Path(os.devnull),
+        database_url="sqlite+aiosqlite:///:memory:",
+    )
+    document = json.dumps(create_app(settings).openapi(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        output.write_text(document)
+
+
+def _ask(value: str | None, prompt: str, *, secret: bool = False) -> str:
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise CliError(f"missing --{prompt.lower()} (no terminal to ask on)")
+    answer: str = typer.prompt(prompt, hide_input=secret, confirmation_prompt=secret)
+    return answer
+
+
+@admin_cli.command("create")
+def admin_create(
+    email: Annotated[str | None, typer.Option("--email", help="Login email.")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="At least 8 characters.")
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option("--username", help="Defaults to the email's local part.")
+    ] = None,
+    role: Annotated[str, typer.Option("--role", help="owner or admin.")] = "admin",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an operator account (prompts only for missing values, and only on a terminal)."""
+    from hostplane.identity.bootstrap import create_admin
+
+    if role not in ("owner", "admin"):
+        raise CliError("--role must be owner or admin")
+    email = _ask(email, "Email")
+    password = _ask(password, "Password", secret=True)
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+
+    async def create() -> str:
+        from hostplane.app import build_runtime
+
+        runtime = build_runtime(settings)
+        try:
+            async with runtime.unit_of_work() as session:
+                user = await create_admin(
+                    session, email=email, password=password, username=username, role=role
+                )
+                return f"created {role} {user.email} (username {user.username}, id {user.id})"
+        finally:
+            await runtime.engine.dispose()
+
+    out.print(_run(create()))
+
+
+@admin_cli.command("password")
+def admin_password(
+    email: Annotated[str | None, typer.Option("--email", help="The account's email.")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="The new password; generated when omitted.")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Set a new password for an account (prints it when generated)."""
+    from hostplane.identity.users.service import set_password
+
+    email = _ask(email, "Email")
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+
+    async def change() -> str:
+        from hostplane.app import build_runtime
+        from hostplane.core.security.passwords import generate_password
+
+        runtime = build_runtime(settings)
+        new_password = password or generate_password()
+        try:
+            async with runtime.unit_of_work() as session:
+                user = await set_password(session, email=email, password=new_password)
+        finally:
+            await runtime.engine.dispose()
+        shown = "" if password else f": {new_password}"
+        return f"password of {user.email} changed{shown}"
+
+    out.print(_run(change()))
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"hostplane: error: {message}\n")
+    raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line for every expected failure, never a traceback."""
+    try:
+        cli(args=argv)
+    except CliError as exc:
+        _fail(str(exc))
+    except HostplaneError as exc:
+        _fail(exc.message)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

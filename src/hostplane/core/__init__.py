@@ -1,0 +1,1 @@
+"""Infrastructure every domain stands on. Imports no domain package."""

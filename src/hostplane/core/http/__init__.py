@@ -1,0 +1,1 @@
+"""The HTTP edge shared by every router: envelope, errors, middleware, dependencies."""

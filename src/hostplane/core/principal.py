@@ -1,0 +1,48 @@
+"""Who is making a request: the caller every authorization decision starts from.
+
+A request resolves once into a :class:`Principal`. The identity domain decides
+how (tokens, API keys, node credentials); everything else only reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PrincipalKind = Literal["anonymous", "user", "api_key", "node", "system"]
+
+
+def permission_matches(granted: str, wanted: str) -> bool:
+    """Whether a granted permission string covers ``wanted``.
+
+    ``*`` covers everything; ``server.*`` covers ``server.start`` and
+    ``server.files.read``; anything else must match exactly.
+    """
+    if granted in ("*", wanted):
+        return True
+    if granted.endswith(".*"):
+        return wanted.startswith(granted[:-1])
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The resolved caller, with its tenant and effective permissions."""
+
+    kind: PrincipalKind
+    id: str | None = None
+    tenant_id: str | None = None
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    display_name: str | None = None
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.kind != "anonymous"
+
+    def has(self, permission: str) -> bool:
+        """Whether a global grant covers ``permission``."""
+        return any(permission_matches(granted, permission) for granted in self.permissions)
+
+
+ANONYMOUS = Principal(kind="anonymous")
+SYSTEM = Principal(kind="system", id="system", permissions=frozenset({"*"}), display_name="system")

@@ -1,0 +1,47 @@
+"""The long-lived objects of one running process, built once by the app factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from hostplane.core.config import Settings
+from hostplane.core.db.session import SessionFactory, unit_of_work
+from hostplane.core.events.bus import EventBus
+from hostplane.core.metrics import Metrics
+from hostplane.core.principal import ANONYMOUS, Principal
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
+Authenticator = Callable[["HTTPConnection", "Runtime"], Awaitable[Principal]]
+
+
+async def anonymous_only(_connection: HTTPConnection, _runtime: Runtime) -> Principal:
+    """The authenticator until the identity domain installs its own."""
+    return ANONYMOUS
+
+
+@dataclass
+class Runtime:
+    """Settings, database, bus and the hooks domains plug in."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    bus: EventBus
+    metrics: Metrics = field(default_factory=Metrics)
+    started_at: float = field(default_factory=time.monotonic)
+    authenticate: Authenticator = anonymous_only
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return unit_of_work(self.sessions, self.bus)
+
+    @property
+    def uptime_seconds(self) -> int:
+        return int(time.monotonic() - self.started_at)

@@ -1,0 +1,1 @@
+"""Tenants: the boundary of every customer-owned row."""

@@ -1,0 +1,1 @@
+"""The platform itself: jobs, webhooks, audit, administration, health."""

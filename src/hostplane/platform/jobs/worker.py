@@ -1,0 +1,286 @@
+"""The worker loop: claim due jobs, run their handlers, record the outcome.
+
+Any number of workers (threads of one process or many processes on many
+machines) can run against one database: claiming uses row locks, and every
+outcome is written only while the worker still holds the job's lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from hostplane.core.clock import utcnow
+from hostplane.core.db.session import record_event
+from hostplane.core.errors import HostplaneError
+from hostplane.core.events.bus import Event
+from hostplane.core.ids import new_id
+from hostplane.core.runtime import Runtime
+from hostplane.platform.jobs import repository
+from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
+from hostplane.platform.jobs.registry import JobRegistry
+from hostplane.platform.jobs.registry import registry as default_registry
+from hostplane.platform.jobs.service import ENQUEUED_TOPIC, backoff_delay
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+SHUTDOWN_GRACE_SECONDS = 20.0
+UNEXPECTED_FAILURE = "The job failed unexpectedly; the worker's log has the details"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A snapshot of the claimed row, so nothing touches an ORM object after its session."""
+
+    id: str
+    type: str
+    args: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    tenant_id: str | None
+    target_id: str | None
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        registry: JobRegistry | None = None,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings.jobs
+        self.registry = registry or default_registry
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self.concurrency = concurrency or self.settings.concurrency
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+
+    # ---- the loop -------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then finish or hand back running jobs."""
+        log.info("jobs.worker_started", worker_id=self.worker_id, concurrency=self.concurrency)
+        async with self.runtime.bus.subscribe(ENQUEUED_TOPIC, max_queue=16) as enqueued:
+            helpers = [
+                asyncio.create_task(self._forward_wakeups(enqueued)),
+                asyncio.create_task(self._heartbeat_loop()),
+                asyncio.create_task(self._wake_on(stop)),
+            ]
+            try:
+                await self._loop(stop)
+            finally:
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                await self._drain()
+                with contextlib.suppress(Exception):
+                    async with self.runtime.unit_of_work() as session:
+                        await repository.forget_worker(session, self.worker_id)
+        log.info("jobs.worker_stopped", worker_id=self.worker_id)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            self._wakeup.clear()
+            free = self.concurrency - len(self._running)
+            claimed: list[ClaimedJob] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                    failures = 0
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    failures += 1
+                    log.warning("jobs.claim_failed", error=str(exc), attempt=failures)
+                except Exception:
+                    failures += 1
+                    log.exception("jobs.claim_failed", attempt=failures)
+                for job in claimed:
+                    self._spawn(job)
+            if claimed and len(claimed) == free:
+                continue  # there may be more due work right now
+            delay = self.settings.poll_interval_seconds * (2 ** min(failures, 6))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+
+    async def run_until_idle(self) -> int:
+        """Run due jobs until none is left; return how many ran. For tests and one-shot runs."""
+        ran = 0
+        while True:
+            claimed = await self._claim(self.concurrency)
+            if not claimed:
+                return ran
+            await asyncio.gather(*(self._execute(job) for job in claimed))
+            ran += len(claimed)
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wakeup.set()
+
+    async def _forward_wakeups(self, enqueued: Any) -> None:
+        async for _event in enqueued:
+            self._wakeup.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                async with self.runtime.unit_of_work() as session:
+                    await repository.heartbeat(session, self.worker_id)
+                    await repository.extend_leases(
+                        session,
+                        list(self._running),
+                        self.worker_id,
+                        lease_seconds=self.settings.lease_seconds,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat must not stop the worker
+                log.warning("jobs.heartbeat_failed", error=str(exc))
+            await asyncio.sleep(min(HEARTBEAT_SECONDS, self.settings.lease_seconds / 3))
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        _done, pending = await asyncio.wait(
+            list(self._running.values()), timeout=SHUTDOWN_GRACE_SECONDS
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # ---- one job --------------------------------------------------------
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        async with self.runtime.unit_of_work() as session:
+            rows = await repository.claim(
+                session,
+                worker_id=self.worker_id,
+                limit=limit,
+                lease_seconds=self.settings.lease_seconds,
+            )
+            return [
+                ClaimedJob(
+                    row.id,
+                    row.type,
+                    dict(row.args),
+                    row.attempts,
+                    row.max_attempts,
+                    row.tenant_id,
+                    row.target_id,
+                )
+                for row in rows
+            ]
+
+    def _spawn(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"job:{job.type}:{job.id}")
+        self._running[job.id] = task
+
+        def _finished(_task: asyncio.Task[None]) -> None:
+            self._running.pop(job.id, None)
+            self._wakeup.set()
+
+        task.add_done_callback(_finished)
+
+    async def _execute(self, job: ClaimedJob) -> None:
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.id, job_type=job.type, attempt=job.attempts
+        ):
+            spec = self.registry.get(job.type)
+            if spec is None:
+                await self._record_failure(
+                    job,
+                    "UNKNOWN_JOB_TYPE",
+                    f"No handler is registered for job type {job.type!r}",
+                    retry=False,
+                )
+                return
+            context = JobContext(
+                runtime=self.runtime,
+                job_id=job.id,
+                type=job.type,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                tenant_id=job.tenant_id,
+                target_id=job.target_id,
+                worker_id=self.worker_id,
+            )
+            try:
+                async with asyncio.timeout(spec.timeout_seconds):
+                    await spec.func(context, **job.args)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    async with self.runtime.unit_of_work() as session:
+                        await repository.release(session, job.id, self.worker_id)
+                raise
+            except PermanentJobFailure as exc:
+                await self._record_failure(job, exc.code, exc.message, retry=False)
+            except HostplaneError as exc:
+                await self._record_failure(job, exc.code, exc.message, retry=True)
+            except TimeoutError:
+                await self._record_failure(
+                    job,
+                    "JOB_TIMEOUT",
+                    f"The job did not finish within {spec.timeout_seconds} s",
+                    retry=True,
+                )
+            except Exception:
+                log.exception("jobs.handler_failed")
+                await self._record_failure(job, "INTERNAL_ERROR", UNEXPECTED_FAILURE, retry=True)
+            else:
+                await self._record_success(job)
+
+    async def _record_success(self, job: ClaimedJob) -> None:
+        async with self.runtime.unit_of_work() as session:
+            if await repository.mark_succeeded(session, job.id, self.worker_id):
+                record_event(session, self._event("job.succeeded", job))
+                log.info("jobs.succeeded")
+            else:
+                log.warning("jobs.lease_lost", outcome="succeeded")
+
+    async def _record_failure(
+        self, job: ClaimedJob, code: str, message: str, *, retry: bool
+    ) -> None:
+        retry_at = None
+        if retry and job.attempts < job.max_attempts:
+            delay = backoff_delay(
+                job.attempts,
+                base=self.settings.backoff_base_seconds,
+                cap=self.settings.backoff_max_seconds,
+            )
+            retry_at = utcnow() + timedelta(seconds=delay)
+        async with self.runtime.unit_of_work() as session:
+            recorded = await repository.mark_failed(
+                session,
+                job.id,
+                self.worker_id,
+                error_code=code,
+                error_message=message,
+                retry_at=retry_at,
+            )
+            if recorded:
+                kind = "job.retrying" if retry_at else "job.failed"
+                record_event(session, self._event(kind, job, errorCode=code))
+        log.warning(
+            "jobs.failed", error_code=code, will_retry=retry_at is not None, lease_held=recorded
+        )
+
+    @staticmethod
+    def _event(kind: str, job: ClaimedJob, **extra: Any) -> Event:
+        data = {
+            "jobId": job.id,
+            "type": job.type,
+            "targetId": job.target_id,
+            "attempt": job.attempts,
+            **extra,
+        }
+        return Event(kind, data, tenant_id=job.tenant_id)
