@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from hostplane import __version__
 from hostplane.core.config import Settings
-from hostplane.core.db.engine import create_engine
+from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
 from hostplane.core.events.bus import create_bus
 from hostplane.core.http.envelope import ERROR_RESPONSES
@@ -33,6 +33,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         engine=engine,
         sessions=create_session_factory(engine),
+        read_sessions=create_session_factory(read_only(engine)),
         bus=create_bus(settings),
     )
 

@@ -30,8 +30,8 @@ def shifted(by: timedelta) -> Iterator[None]:
         _offset = previous
 
 
-def isoformat(moment: datetime) -> str:
-    """ISO 8601 in UTC with millisecond precision and a ``Z`` suffix."""
+def isoformat(moment: datetime, *, timespec: str = "milliseconds") -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix (milliseconds unless asked otherwise)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are not allowed; use hostplane.core.clock.utcnow()")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

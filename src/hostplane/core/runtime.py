@@ -36,11 +36,17 @@ class Runtime:
     sessions: SessionFactory
     bus: EventBus
     metrics: Metrics = field(default_factory=Metrics)
+    # Sessions for work that only reads (GET requests): on SQLite they do not
+    # take the write lock. On PostgreSQL they are the same as ``sessions``.
+    read_sessions: SessionFactory | None = None
     started_at: float = field(default_factory=time.monotonic)
     authenticate: Authenticator = anonymous_only
 
-    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return unit_of_work(self.sessions, self.bus)
+    def unit_of_work(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
+        factory = (
+            self.read_sessions if read_only and self.read_sessions is not None else self.sessions
+        )
+        return unit_of_work(factory, self.bus)
 
     @property
     def uptime_seconds(self) -> int:

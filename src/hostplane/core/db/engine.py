@@ -13,6 +13,15 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from hostplane.core.config import Settings
 
 
+# Execution option read by the SQLite "begin" hook: "IMMEDIATE" (default) or "DEFERRED".
+SQLITE_BEGIN_OPTION = "hostplane_sqlite_begin"
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, for transactions that only read."""
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
 
@@ -39,8 +48,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # that reads and then writes fails at once with SQLITE_BUSY when
         # another writer got there first; an immediate one waits its turn
         # (busy_timeout). This is also what makes job claiming exclusive on
-        # SQLite, where FOR UPDATE SKIP LOCKED does not exist.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLite, where FOR UPDATE SKIP LOCKED does not exist. Read-only work
+        # (GET requests) asks for a deferred transaction instead, so readers
+        # never queue behind writers (WAL gives them a snapshot).
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

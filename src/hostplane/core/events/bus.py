@@ -46,7 +46,7 @@ class Event:
                 "id": self.id,
                 "type": self.type,
                 "tenantId": self.tenant_id,
-                "occurredAt": isoformat(self.occurred_at),
+                "occurredAt": isoformat(self.occurred_at, timespec="microseconds"),
                 "data": self.data,
             },
             separators=(",", ":"),

@@ -23,9 +23,18 @@ def get_runtime(connection: HTTPConnection) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commits before the response is sent."""
-    async with runtime.unit_of_work() as session:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_session(
+    connection: HTTPConnection, runtime: RuntimeDep
+) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commits before the response is sent.
+
+    Safe methods get a read-only transaction (no write lock on SQLite).
+    """
+    read_only = connection.scope.get("method") in SAFE_METHODS
+    async with runtime.unit_of_work(read_only=read_only) as session:
         yield session
 
 
