@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import secrets
 import signal
@@ -420,3 +421,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.message)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as exc:
+        # A bug, not an operator error: still one line; the traceback goes to
+        # the log at debug level (HOSTPLANE_LOG_LEVEL=debug).
+        logging.getLogger("hostplane.cli").debug("unexpected error", exc_info=True)
+        _fail(
+            f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+        )

@@ -12,7 +12,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from hostplane.core.config import Settings
 
-
 # Execution option read by the SQLite "begin" hook: "IMMEDIATE" (default) or "DEFERRED".
 SQLITE_BEGIN_OPTION = "hostplane_sqlite_begin"
 

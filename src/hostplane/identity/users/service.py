@@ -8,6 +8,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.errors import ValidationFailed
+from hostplane.core.ids import new_id
 from hostplane.core.security.passwords import hash_password
 from hostplane.identity.roles.service import assign_role
 from hostplane.identity.users.models import User
@@ -19,6 +20,12 @@ _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 
 class EmailTaken(ValidationFailed):
     code = "EMAIL_TAKEN"
+
+
+def default_username(email: str) -> str:
+    """A valid username from the email's local part ("jo@x.io" -> "jo_4k2")."""
+    local = re.sub(r"[^A-Za-z0-9_.-]", "", email.split("@", 1)[0])[:48]
+    return local if len(local) >= 3 else f"{local or 'user'}_{new_id()[-4:]}"
 
 
 def normalise_email(email: str) -> str:
@@ -54,7 +61,7 @@ async def create_user(
             details={"fields": [{"field": "email", "message": "not an email address"}]},
         )
     check_password_strength(password)
-    username = username or email.split("@", 1)[0]
+    username = username or default_username(email)
     if not _USERNAME.match(username):
         raise ValidationFailed(
             "Invalid username (3-64 letters, digits, '.', '_' or '-')",

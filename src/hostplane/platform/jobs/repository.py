@@ -184,6 +184,6 @@ async def live_workers(session: AsyncSession, *, within: timedelta) -> int:
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
     counts = dict.fromkeys(JOB_STATUSES, 0)
-    for status, count in rows.tuples():
+    for status, count in rows:
         counts[status] = count
     return counts

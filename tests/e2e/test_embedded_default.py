@@ -1,0 +1,54 @@
+"""Command 1 of the README: ``hostplane up`` on a fresh data folder."""
+
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import base_env, free_port, hostplane_process
+
+
+def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    env = base_env()  # no HOSTPLANE_* at all: exactly what a newcomer has
+
+    with hostplane_process(
+        ["up", "--data-dir", str(data), "--port", str(port)],
+        port=port,
+        log_path=tmp_path / "first.log",
+        env=env,
+    ) as panel:
+        assert httpx.get(f"{panel.base_url}/health").json() == {
+            "status": "ok",
+            "service": "hostplane-api",
+        }
+        status = httpx.get(f"{panel.base_url}/status").json()
+        assert status["dependencies"]["database"] == "ok"
+        first_output = panel.output()
+    match = re.search(r"Log in as\s+(\S+) with password (\S+)", first_output)
+    assert match, first_output
+    assert match.group(1) == "admin@hostplane.local"
+    assert len(match.group(2)) >= 16
+    assert f"http://127.0.0.1:{port}" in first_output
+
+    config = data / "hostplane.toml"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert "secret_key" in config.read_text()
+    assert (data / "hostplane.db").exists()
+
+    with hostplane_process(
+        ["up", "--data-dir", str(data), "--port", str(port)],
+        port=port,
+        log_path=tmp_path / "second.log",
+        env=env,
+    ) as panel:
+        second_output = panel.output()
+        # the in-process worker reports in, so the queue is served
+        for _ in range(50):
+            if httpx.get(f"{panel.base_url}/status").json()["dependencies"]["queue"] == "ok":
+                break
+        assert httpx.get(f"{panel.base_url}/status").json()["dependencies"]["queue"] == "ok"
+    assert "with password" not in second_output
+    assert match.group(2) not in second_output
+    assert "admin@hostplane.local" in second_output

@@ -1,0 +1,151 @@
+"""The ``hostplane`` command's contract: flags, no prompts without a terminal, one-line errors."""
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.support.processes import base_env, free_port, hostplane_command
+
+
+def run(
+    *args: str, data_dir: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = base_env(**({"HOSTPLANE_SECRET_KEY": TEST_SECRET} | env))
+    return subprocess.run(
+        hostplane_command(*args, "--data-dir", str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hostplane: error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_migrate_then_admin_create_without_prompts(tmp_path: Path) -> None:
+    migrated = run("migrate", data_dir=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "revision" in migrated.stdout
+
+    created = run(
+        "admin",
+        "create",
+        "--email",
+        "Ops@Example.com",
+        "--password",
+        "long enough pw",
+        "--username",
+        "ops",
+        data_dir=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created admin ops@example.com (username ops" in created.stdout
+
+    again = run(
+        "admin",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "long enough pw",
+        data_dir=tmp_path,
+    )
+    assert_one_line_error(again, "already exists")
+
+
+def test_admin_create_refuses_weak_passwords_and_missing_flags(tmp_path: Path) -> None:
+    run("migrate", data_dir=tmp_path)
+    assert_one_line_error(
+        run("admin", "create", "--email", "a@b.co", "--password", "short", data_dir=tmp_path),
+        "min 8",
+    )
+    assert_one_line_error(
+        run("admin", "create", "--email", "a@b.co", data_dir=tmp_path), "--password"
+    )
+
+
+def test_admin_password_sets_a_new_password(tmp_path: Path) -> None:
+    run("migrate", data_dir=tmp_path)
+    assert (
+        run(
+            "admin",
+            "create",
+            "--email",
+            "a@b.co",
+            "--password",
+            "first password",
+            data_dir=tmp_path,
+        ).returncode
+        == 0
+    )
+    changed = run("admin", "password", "--email", "a@b.co", data_dir=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.startswith("password of a@b.co changed: ")
+    assert_one_line_error(
+        run("admin", "password", "--email", "nobody@b.co", data_dir=tmp_path), "No account"
+    )
+
+
+def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(
+        run("migrate", data_dir=tmp_path, HOSTPLANE_JOBS__MAX_ATTEMPTS="lots"),
+        "invalid configuration",
+        "jobs.max_attempts",
+    )
+    (tmp_path / "hostplane.toml").write_text("prot = 8080\n")
+    assert_one_line_error(run("migrate", data_dir=tmp_path), "invalid configuration", "prot")
+
+
+def test_placeholder_secret_is_refused(tmp_path: Path) -> None:
+    result = run("serve", data_dir=tmp_path, HOSTPLANE_SECRET_KEY="change-me")
+    assert_one_line_error(result, "secret_key is a placeholder")
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port), data_dir=tmp_path)
+    assert_one_line_error(result, f"port {port}", "already in use")
+
+
+def test_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    result = run(
+        "serve",
+        "--port",
+        str(free_port()),
+        data_dir=tmp_path,
+        HOSTPLANE_DATABASE_URL="postgresql://hp:hunter2@127.0.0.1:1/hostplane",
+    )
+    assert_one_line_error(result, "cannot reach the database", "hp:***@127.0.0.1:1")
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_openapi_prints_the_document(tmp_path: Path, to_file: bool) -> None:
+    target = tmp_path / "openapi.json"
+    result = run(
+        "openapi",
+        *(["--output", str(target)] if to_file else []),
+        data_dir=tmp_path,
+        HOSTPLANE_SECRET_KEY="",
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(target.read_text() if to_file else result.stdout)
+    assert "/api/jobs" in document["paths"]
+    assert "/health" in document["paths"]
