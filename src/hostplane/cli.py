@@ -16,7 +16,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane import __version__
 from hostplane.core.config import (
@@ -185,6 +186,22 @@ def _write_embedded_config(data_dir: Path) -> None:
         handle.write(body)
 
 
+def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one committed transaction on the configured database."""
+
+    async def run() -> T:
+        from hostplane.app import build_runtime
+
+        runtime = build_runtime(settings)
+        try:
+            async with runtime.unit_of_work() as session:
+                return await work(session)
+        finally:
+            await runtime.engine.dispose()
+
+    return _run(run())
+
+
 def _url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only for display
     shown = f"[{shown}]" if ":" in shown else shown
@@ -215,19 +232,12 @@ def up(
     _run(_check_database(settings))
     _run(_migrate(settings))
 
-    async def bootstrap() -> Any:
-        from hostplane.app import build_runtime
-
-        runtime = build_runtime(settings)
-        try:
-            async with runtime.unit_of_work() as session:
-                return await ensure_installation(
-                    session, admin_email=admin_email or DEFAULT_ADMIN_EMAIL
-                )
-        finally:
-            await runtime.engine.dispose()
-
-    admin = _run(bootstrap())
+    admin = _in_transaction(
+        settings,
+        lambda session: ensure_installation(
+            session, admin_email=admin_email or DEFAULT_ADMIN_EMAIL
+        ),
+    )
     base = _url(settings.host, bound_port)
     out.print(f"\n[bold]hostplane {__version__}[/bold] is starting")
     out.print(f"  Panel API   {base}/api")
@@ -352,20 +362,13 @@ def admin_create(
     settings = _settings(data_dir)
     _run(_check_database(settings))
 
-    async def create() -> str:
-        from hostplane.app import build_runtime
-
-        runtime = build_runtime(settings)
-        try:
-            async with runtime.unit_of_work() as session:
-                user = await create_admin(
-                    session, email=email, password=password, username=username, role=role
-                )
-                return f"created {role} {user.email} (username {user.username}, id {user.id})"
-        finally:
-            await runtime.engine.dispose()
-
-    out.print(_run(create()))
+    user = _in_transaction(
+        settings,
+        lambda session: create_admin(
+            session, email=email, password=password, username=username, role=role
+        ),
+    )
+    out.print(f"created {role} {user.email} (username {user.username}, id {user.id})")
 
 
 @admin_cli.command("password")
@@ -377,27 +380,19 @@ def admin_password(
     data_dir: DataDirOption = None,
 ) -> None:
     """Set a new password for an account (prints it when generated)."""
+    from hostplane.core.security.passwords import generate_password
     from hostplane.identity.users.service import set_password
 
     email = _ask(email, "Email")
     settings = _settings(data_dir)
     _run(_check_database(settings))
 
-    async def change() -> str:
-        from hostplane.app import build_runtime
-        from hostplane.core.security.passwords import generate_password
-
-        runtime = build_runtime(settings)
-        new_password = password or generate_password()
-        try:
-            async with runtime.unit_of_work() as session:
-                user = await set_password(session, email=email, password=new_password)
-        finally:
-            await runtime.engine.dispose()
-        shown = "" if password else f": {new_password}"
-        return f"password of {user.email} changed{shown}"
-
-    out.print(_run(change()))
+    new_password = password or generate_password()
+    user = _in_transaction(
+        settings, lambda session: set_password(session, email=email, password=new_password)
+    )
+    shown = "" if password else f": {new_password}"
+    out.print(f"password of {user.email} changed{shown}")
 
 
 @cli.command()

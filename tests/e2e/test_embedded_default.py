@@ -1,11 +1,11 @@
-"""Command 1 of the README: ``hostplane up`` on a fresh data folder."""
+"""Command 1 of the README: ``scripts/up.sh`` (``hostplane up``) on a fresh data folder."""
 
 import re
 from pathlib import Path
 
 import httpx
 
-from tests.support.processes import base_env, free_port, hostplane_process
+from tests.support.processes import base_env, free_port, hostplane_process, up_script_command
 
 
 def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path: Path) -> None:
@@ -18,6 +18,7 @@ def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path
         port=port,
         log_path=tmp_path / "first.log",
         env=env,
+        command=up_script_command("--data-dir", str(data), "--port", str(port)),
     ) as panel:
         assert httpx.get(f"{panel.base_url}/health").json() == {
             "status": "ok",
