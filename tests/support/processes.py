@@ -64,6 +64,14 @@ def wait_for_health(
     )
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def up_script_command(*args: str) -> list[str]:
+    """README command 1 itself: ``scripts/up.sh ARGS``."""
+    return ["bash", str(REPOSITORY / "scripts" / "up.sh"), *args]
+
+
 @contextmanager
 def hostplane_process(
     args: list[str],
@@ -72,12 +80,13 @@ def hostplane_process(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    command: list[str] | None = None,
 ) -> Iterator[RunningProcess]:
-    """Run ``hostplane ARGS`` until the block ends; wait for ``/health`` first."""
+    """Run ``hostplane ARGS`` (or ``command``) until the block ends; wait for ``/health`` first."""
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            hostplane_command(*args),
+            command or hostplane_command(*args),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(env or base_env()),
