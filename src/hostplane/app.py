@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
@@ -19,24 +19,38 @@ from hostplane.core.events.bus import create_bus
 from hostplane.core.http.envelope import ERROR_RESPONSES
 from hostplane.core.http.errors import install_error_handlers
 from hostplane.core.http.middleware import RequestMiddleware
+from hostplane.core.http.ratelimit import enforce_rate_limit
+from hostplane.core.ratelimit import create_rate_limiter
 from hostplane.core.runtime import Runtime
+from hostplane.identity.permissions.router import router as permissions_router
+from hostplane.identity.roles.router import router as roles_router
+from hostplane.platform.audit.hooks import install_audit
+from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
 from hostplane.platform.jobs.router import router as jobs_router
 from hostplane.platform.jobs.worker import Worker
 
 # Routers under /api, in the order they appear in the OpenAPI document.
-API_ROUTERS: list[APIRouter] = [jobs_router]
+API_ROUTERS: list[APIRouter] = [
+    permissions_router,
+    roles_router,
+    audit_router,
+    jobs_router,
+]
 
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=create_session_factory(engine),
         read_sessions=create_session_factory(read_only(engine)),
         bus=create_bus(settings),
+        rate_limiter=create_rate_limiter(settings),
     )
+    install_audit(runtime)
+    return runtime
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: int = 0) -> FastAPI:
@@ -63,6 +77,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
                 with contextlib.suppress(Exception):
                     await task
             await runtime.bus.close()
+            await runtime.rate_limiter.close()
             await runtime.engine.dispose()
 
     app = FastAPI(
@@ -73,6 +88,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(enforce_rate_limit)],
     )
     app.state.runtime = runtime
     install_error_handlers(app)

@@ -37,6 +37,7 @@ from hostplane.core.config import (
 )
 from hostplane.core.errors import HostplaneError
 from hostplane.core.logging import configure_logging
+from hostplane.platform.audit.cli import audit_cli
 
 T = TypeVar("T")
 
@@ -49,6 +50,7 @@ cli = typer.Typer(
 )
 admin_cli = typer.Typer(help="Operator accounts.", no_args_is_help=True)
 cli.add_typer(admin_cli, name="admin")
+cli.add_typer(audit_cli, name="audit")
 
 out = Console(soft_wrap=True)
 DEFAULT_PORT = 8080

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hostplane.core.config import Settings
-from hostplane.core.db.session import SessionFactory, unit_of_work
+from hostplane.core.db.session import BeforeCommit, SessionFactory, unit_of_work
 from hostplane.core.events.bus import EventBus
 from hostplane.core.metrics import Metrics
 from hostplane.core.principal import ANONYMOUS, Principal
+from hostplane.core.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -41,12 +42,14 @@ class Runtime:
     read_sessions: SessionFactory | None = None
     started_at: float = field(default_factory=time.monotonic)
     authenticate: Authenticator = anonymous_only
+    before_commit: list[BeforeCommit] = field(default_factory=list)
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
     def unit_of_work(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
         factory = (
             self.read_sessions if read_only and self.read_sessions is not None else self.sessions
         )
-        return unit_of_work(factory, self.bus)
+        return unit_of_work(factory, self.bus, before_commit=self.before_commit)
 
     @property
     def uptime_seconds(self) -> int:

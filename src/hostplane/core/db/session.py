@@ -8,7 +8,7 @@ never announces itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -52,12 +52,21 @@ def discard_pending(session: AsyncSession) -> None:
     session.info.pop(_PENDING_EVENTS, None)
 
 
+# Work that must join every transaction right before it commits (the audit
+# chain seals the request's entries here, under the same transaction).
+BeforeCommit = Callable[[AsyncSession], Awaitable[None]]
+
+
 @asynccontextmanager
-async def unit_of_work(factory: SessionFactory, bus: EventBus) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(
+    factory: SessionFactory, bus: EventBus, *, before_commit: Sequence[BeforeCommit] = ()
+) -> AsyncIterator[AsyncSession]:
     """A session whose transaction commits when the block succeeds."""
     async with factory() as session:
         try:
             yield session
+            for hook in before_commit:
+                await hook(session)
             await session.commit()
         except BaseException:
             discard_pending(session)

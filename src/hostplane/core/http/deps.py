@@ -9,10 +9,15 @@ from fastapi import Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from hostplane.core.context import RequestContext, attach_context
+from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import Forbidden, Unauthorized
+from hostplane.core.http.middleware import route_template
 from hostplane.core.pagination import PageParams
 from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_runtime(connection: HTTPConnection) -> Runtime:
@@ -21,26 +26,6 @@ def get_runtime(connection: HTTPConnection) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-async def get_session(
-    connection: HTTPConnection, runtime: RuntimeDep
-) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commits before the response is sent.
-
-    Safe methods get a read-only transaction (no write lock on SQLite).
-    """
-    read_only = connection.scope.get("method") in SAFE_METHODS
-    async with runtime.unit_of_work(read_only=read_only) as session:
-        yield session
-
-
-# scope="function": the session commits (or rolls back) before the response
-# goes out, so a client never sees success for a change that failed to commit.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_principal(connection: HTTPConnection, runtime: RuntimeDep) -> Principal:
@@ -54,6 +39,45 @@ async def get_principal(connection: HTTPConnection, runtime: RuntimeDep) -> Prin
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def client_ip(connection: HTTPConnection) -> str | None:
+    # uvicorn's proxy_headers has already replaced the peer with the
+    # X-Forwarded-For client when the proxy is trusted (--forwarded-allow-ips).
+    return connection.client.host if connection.client else None
+
+
+async def get_session(
+    connection: HTTPConnection, runtime: RuntimeDep, principal: PrincipalDep
+) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commits before the response is sent.
+
+    The session is confined to the caller's tenant and carries the request
+    context (for the audit log). Safe methods get a read-only transaction (no
+    write lock on SQLite).
+    """
+    method = connection.scope.get("method")
+    async with runtime.unit_of_work(read_only=method in SAFE_METHODS) as session:
+        if principal.kind != "system":
+            scope_to_tenant(session, principal.tenant_id)
+        attach_context(
+            session,
+            RequestContext(
+                principal=principal,
+                request_id=getattr(connection.state, "request_id", None),
+                ip=client_ip(connection),
+                user_agent=connection.headers.get("user-agent"),
+                method=method,
+                route=route_template(connection.scope),
+                path_params=dict(connection.path_params),
+            ),
+        )
+        yield session
+
+
+# scope="function": the session commits (or rolls back) before the response
+# goes out, so a client never sees success for a change that failed to commit.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def require(permission: str | None = None) -> Callable[..., Awaitable[Principal]]:
@@ -73,10 +97,10 @@ def require(permission: str | None = None) -> Callable[..., Awaitable[Principal]
             )
         return principal
 
-    dependency.__name__ = (
-        f"require_{(permission or 'authenticated').replace('.', '_').replace('*', 'all')}"
-    )
+    name = (permission or "authenticated").replace(".", "_").replace("*", "all")
+    dependency.__name__ = f"require_{name}"
     return dependency
 
 
+Authenticated = Annotated[Principal, Depends(require())]
 PageDep = Annotated[PageParams, Query()]

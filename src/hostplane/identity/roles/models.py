@@ -6,17 +6,15 @@ from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostplane.core.db.base import Base, IdMixin, IdString, TimestampMixin
+from hostplane.core.db.tenancy import TenantOrShared
 
 
-class Role(IdMixin, TimestampMixin, Base):
+class Role(IdMixin, TenantOrShared, TimestampMixin, Base):
     """A set of permission strings; built-in roles have no tenant."""
 
     __tablename__ = "roles"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
-    tenant_id: Mapped[str | None] = mapped_column(
-        IdString, ForeignKey("tenants.id", ondelete="CASCADE")
-    )
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(String(500), default="")
     permissions: Mapped[list[Any]] = mapped_column(default=list)

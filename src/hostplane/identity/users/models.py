@@ -2,22 +2,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hostplane.core.db.base import Base, IdMixin, IdString, TimestampMixin
+from hostplane.core.db.base import Base, IdMixin, TimestampMixin
+from hostplane.core.db.tenancy import TenantScoped
 
 
-class User(IdMixin, TimestampMixin, Base):
+class User(IdMixin, TenantScoped, TimestampMixin, Base):
     __tablename__ = "users"
     __table_args__ = (
         UniqueConstraint("tenant_id", "email"),
         UniqueConstraint("tenant_id", "username"),
     )
 
-    tenant_id: Mapped[str] = mapped_column(
-        IdString, ForeignKey("tenants.id", ondelete="CASCADE"), index=True
-    )
     email: Mapped[str] = mapped_column(String(320))
     username: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str | None] = mapped_column(String(255))

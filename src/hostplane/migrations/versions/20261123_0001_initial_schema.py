@@ -1,8 +1,8 @@
-"""foundation: tenants, users, roles, jobs
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:16:53.872785
+Create Date: 2026-11-23 15:30:13.570698
 """
 
 from collections.abc import Sequence
@@ -87,7 +87,6 @@ def upgrade() -> None:
 
     op.create_table(
         "roles",
-        sa.Column("tenant_id", sa.String(length=26), nullable=True),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
         sa.Column(
@@ -97,6 +96,7 @@ def upgrade() -> None:
         ),
         sa.Column("builtin", sa.Boolean(), nullable=False),
         sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=True),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -108,9 +108,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_roles")),
         sa.UniqueConstraint("tenant_id", "name", name=op.f("uq_roles_tenant_id_name")),
     )
+    with op.batch_alter_table("roles", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_roles_tenant_id"), ["tenant_id"], unique=False)
+
     op.create_table(
         "users",
-        sa.Column("tenant_id", sa.String(length=26), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
@@ -119,6 +121,7 @@ def upgrade() -> None:
             "last_login_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -154,6 +157,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_users_tenant_id"))
 
     op.drop_table("users")
+    with op.batch_alter_table("roles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_roles_tenant_id"))
+
     op.drop_table("roles")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_type"))

@@ -1,0 +1,1 @@
+"""The permission catalogue: every permission string the platform knows."""

@@ -1,0 +1,5 @@
+"""``GET /api/permissions`` (placeholder)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["permissions"])

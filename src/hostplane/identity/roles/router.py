@@ -1,0 +1,5 @@
+"""Role routes (placeholder)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["roles"])

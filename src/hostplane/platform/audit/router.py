@@ -1,0 +1,5 @@
+"""Audit log routes (placeholder)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["audit"])
