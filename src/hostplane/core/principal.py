@@ -34,6 +34,8 @@ class Principal:
     tenant_id: str | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
     display_name: str | None = None
+    # The user acting: the user themselves, or the creator of an API key.
+    user_id: str | None = None
 
     @property
     def is_authenticated(self) -> bool:

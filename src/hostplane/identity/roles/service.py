@@ -63,3 +63,13 @@ async def count_users_with_roles(session: AsyncSession, role_names: tuple[str, .
         .distinct()
     )
     return len(rows.all())
+
+
+async def effective_permissions(session: AsyncSession, user_id: str) -> frozenset[str]:
+    """The union of the permission strings of every role the user holds."""
+    rows = await session.scalars(
+        select(Role.permissions)
+        .join(UserRole, UserRole.role_id == Role.id)
+        .where(UserRole.user_id == user_id)
+    )
+    return frozenset(permission for permissions in rows for permission in permissions)
