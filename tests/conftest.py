@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.app import build_runtime, create_app
-from hostplane.core.config import JobSettings, Settings
+from hostplane.core.config import JobSettings, RateLimitSettings, Settings
 from hostplane.core.db.engine import create_engine
 from hostplane.core.logging import configure_logging
 from hostplane.core.principal import Principal
@@ -50,6 +50,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "database_url": POSTGRES_URL or f"sqlite+aiosqlite:///{tmp_path / 'test.db'}",
         "log_format": "console",
+        # Tests log in far more often than 10 times a minute from one address;
+        # tests of the limiter itself pass the documented limits explicitly.
+        "rate_limits": RateLimitSettings(auth="10000/minute", default="10000/minute"),
         "jobs": JobSettings(
             poll_interval_seconds=0.05,
             backoff_base_seconds=0.05,
@@ -122,7 +125,7 @@ async def db(runtime: Runtime) -> AsyncIterator[AsyncSession]:
 
 @pytest.fixture
 def tokens(runtime: Runtime) -> TokenBook:
-    book = TokenBook()
+    book = TokenBook(fallback=runtime.authenticate)
     runtime.authenticate = book.authenticate
     return book
 

@@ -149,3 +149,12 @@ def test_openapi_prints_the_document(tmp_path: Path, to_file: bool) -> None:
     document = json.loads(target.read_text() if to_file else result.stdout)
     assert "/api/jobs" in document["paths"]
     assert "/health" in document["paths"]
+
+
+def test_keys_rotate_starts_a_new_signing_key(tmp_path: Path) -> None:
+    assert run("migrate", data_dir=tmp_path).returncode == 0
+    first = run("keys", "rotate", data_dir=tmp_path)
+    second = run("keys", "rotate", data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("new signing key ")
+    assert first.stdout.split()[3] != second.stdout.split()[3]

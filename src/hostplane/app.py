@@ -22,8 +22,15 @@ from hostplane.core.http.middleware import RequestMiddleware
 from hostplane.core.http.ratelimit import enforce_rate_limit
 from hostplane.core.ratelimit import create_rate_limiter
 from hostplane.core.runtime import Runtime
+from hostplane.identity.api_keys.router import router as api_keys_router
+from hostplane.identity.auth.keys import warm_key_ring
+from hostplane.identity.auth.router import jwks_router
+from hostplane.identity.auth.router import router as auth_router
+from hostplane.identity.authenticator import authenticate
 from hostplane.identity.permissions.router import router as permissions_router
 from hostplane.identity.roles.router import router as roles_router
+from hostplane.identity.tenants.router import router as tenants_router
+from hostplane.identity.users.router import router as users_router
 from hostplane.platform.audit.hooks import install_audit
 from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
@@ -32,8 +39,12 @@ from hostplane.platform.jobs.worker import Worker
 
 # Routers under /api, in the order they appear in the OpenAPI document.
 API_ROUTERS: list[APIRouter] = [
+    auth_router,
+    users_router,
+    tenants_router,
     permissions_router,
     roles_router,
+    api_keys_router,
     audit_router,
     jobs_router,
 ]
@@ -48,6 +59,7 @@ def build_runtime(settings: Settings) -> Runtime:
         read_sessions=create_session_factory(read_only(engine)),
         bus=create_bus(settings),
         rate_limiter=create_rate_limiter(settings),
+        authenticate=authenticate,
     )
     install_audit(runtime)
     return runtime
@@ -64,6 +76,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.bus.start()
+        await warm_key_ring(runtime)
         stop = asyncio.Event()
         worker_tasks = [
             asyncio.create_task(Worker(runtime).run(stop), name=f"jobs-worker-{n}")
@@ -102,6 +115,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
         )
     app.add_middleware(RequestMiddleware, metrics=runtime.metrics)
     app.include_router(health_router)
+    app.include_router(jwks_router)
     for router in API_ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

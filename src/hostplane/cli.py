@@ -305,8 +305,12 @@ def worker(
 @cli.command()
 def migrate(data_dir: DataDirOption = None) -> None:
     """Bring the database schema up to date."""
+    from hostplane.identity.roles.service import ensure_builtin_roles
+
     settings = _settings(data_dir)
     revision = _run(_migrate(settings))
+    # Built-in roles are code: an upgrade refreshes their permission sets.
+    _in_transaction(settings, ensure_builtin_roles)
     out.print(f"database at {redact_url(settings.database_url)} is at revision {revision}")
 
 
@@ -395,6 +399,31 @@ def admin_password(
     )
     shown = "" if password else f": {new_password}"
     out.print(f"password of {user.email} changed{shown}")
+
+
+keys_cli = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("rotate")
+def keys_rotate(data_dir: DataDirOption = None) -> None:
+    """Sign new tokens with a new key; the old key verifies until its tokens expire."""
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+
+    async def rotate() -> str:
+        from hostplane.app import build_runtime
+        from hostplane.identity.auth.keys import rotate_signing_key
+
+        runtime = build_runtime(settings)
+        try:
+            async with runtime.unit_of_work() as session:
+                return await rotate_signing_key(session, runtime)
+        finally:
+            await runtime.engine.dispose()
+
+    kid = _run(rotate())
+    out.print(f"new signing key {kid}; replicas pick it up within a minute")
 
 
 @cli.command()

@@ -1,11 +1,38 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
 from hostplane.core.db.base import Base
+from hostplane.identity.access.models import ResourceGrant
+from hostplane.identity.api_keys.models import ApiKey  # noqa: F401 - registers the table
+from hostplane.identity.auth.models import (
+    AuthSession,
+    ExternalIdentity,
+    LoginChallenge,
+    RecoveryCode,
+    RefreshToken,
+    SigningKeyRecord,
+)
 from hostplane.identity.roles.models import Role, UserRole
 from hostplane.identity.tenants.models import Tenant
 from hostplane.identity.users.models import User
+from hostplane.platform.audit.models import AuditChainHead, AuditLog  # noqa: F401 - registers the tables
 from hostplane.platform.jobs.models import Job, JobWorker
 
 metadata = Base.metadata
 
-__all__ = ["Base", "Job", "JobWorker", "Role", "Tenant", "User", "UserRole", "metadata"]
+__all__ = [
+    "AuthSession",
+    "Base",
+    "ExternalIdentity",
+    "Job",
+    "JobWorker",
+    "LoginChallenge",
+    "RecoveryCode",
+    "RefreshToken",
+    "ResourceGrant",
+    "Role",
+    "SigningKeyRecord",
+    "Tenant",
+    "User",
+    "UserRole",
+    "metadata",
+]

@@ -10,6 +10,7 @@ from hostplane.platform.jobs.worker import Worker
 from tests.conftest import ClientAs
 from tests.support.auth import operator
 from tests.support.factories import make_job, make_tenant
+from tests.support.identity import platform_tenant
 
 
 async def fail_job(runtime: Runtime, db: AsyncSession, job: Job) -> None:
@@ -126,10 +127,13 @@ async def test_callers_see_only_their_tenants_jobs(client_as: ClientAs, db: Asyn
     mine, theirs = await make_tenant(db, name="Mine"), await make_tenant(db, name="Theirs")
     own = await make_job(db, name="x", tenant=mine)
     other = await make_job(db, name="x", tenant=theirs)
-    tenant_operator = await client_as(operator(mine.id, "job.*"))
-    listed = (await tenant_operator.get("/api/jobs")).json()["data"]
+    # Even "*" in a customer tenant (its owner) stays inside that tenant.
+    tenant_owner = await client_as(operator(mine.id, "*"))
+    listed = (await tenant_owner.get("/api/jobs")).json()["data"]
     assert [job["id"] for job in listed] == [own.id]
-    assert (await tenant_operator.get(f"/api/jobs/{other.id}")).status_code == 404
-    assert (await tenant_operator.post(f"/api/jobs/{other.id}/retry")).status_code == 404
-    platform_operator = await client_as(operator(mine.id, "*"))
+    assert (await tenant_owner.get(f"/api/jobs/{other.id}")).status_code == 404
+    assert (await tenant_owner.post(f"/api/jobs/{other.id}/retry")).status_code == 404
+    # Operators of the platform tenant see every tenant's jobs.
+    platform = await platform_tenant(db)
+    platform_operator = await client_as(operator(platform.id, "job.read"))
     assert len((await platform_operator.get("/api/jobs")).json()["data"]) == 2

@@ -156,9 +156,11 @@ async def test_failing_jobs_retry_with_backoff_then_fail(
         raise ProviderUnavailable(f"node {node_id} did not answer")
 
     registry.register("node.ping", handler)
+    # Long delays and a moved clock: the test never races real time.
+    runtime.settings.jobs.backoff_base_seconds = 60
+    runtime.settings.jobs.backoff_max_seconds = 3600
     job = await make_job(db, name="node.ping", node_id="n1", max_attempts=3)
     worker = Worker(runtime, registry=registry)
-    base = runtime.settings.jobs.backoff_base_seconds
 
     assert await worker.run_until_idle() == 1
     stored = await reload(db, job.id)
@@ -168,18 +170,16 @@ async def test_failing_jobs_retry_with_backoff_then_fail(
         "PROVIDER_UNAVAILABLE",
     )
     first_delay = (stored.run_at - utcnow()).total_seconds()
-    assert 0 < first_delay <= base
+    assert 25 <= first_delay <= 60, "half to all of the base delay"
     assert await worker.run_until_idle() == 0, "not due yet: backoff holds it"
 
-    with shifted(timedelta(seconds=10)):
+    with shifted(timedelta(seconds=61)):
         assert await worker.run_until_idle() == 1
         stored = await reload(db, job.id)
         assert (stored.status, stored.attempts) == ("queued", 2)
         second_delay = (stored.run_at - utcnow()).total_seconds()
-        assert (
-            base < second_delay <= 2 * base + 0.01 or second_delay >= base
-        )  # grows with the attempt
-    with shifted(timedelta(seconds=20)):
+        assert 55 <= second_delay <= 120, "the delay doubles with the attempt"
+    with shifted(timedelta(seconds=61 + 121)):
         assert await worker.run_until_idle() == 1
     stored = await reload(db, job.id)
     assert (stored.status, stored.attempts) == ("failed", 3)

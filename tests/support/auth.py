@@ -12,12 +12,15 @@ import secrets
 from starlette.requests import HTTPConnection
 
 from hostplane.core.principal import ANONYMOUS, Principal
-from hostplane.core.runtime import Runtime
+from hostplane.core.runtime import Authenticator, Runtime
 
 
 class TokenBook:
-    def __init__(self) -> None:
+    def __init__(self, fallback: Authenticator | None = None) -> None:
         self._principals: dict[str, Principal] = {}
+        # Tokens the book did not issue go to the real authenticator, so a
+        # test can mix book principals with real logins.
+        self._fallback = fallback
 
     def issue(self, principal: Principal) -> str:
         token = secrets.token_urlsafe(16)
@@ -27,9 +30,12 @@ class TokenBook:
     async def authenticate(self, connection: HTTPConnection, _runtime: Runtime) -> Principal:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return ANONYMOUS
-        return self._principals.get(token, ANONYMOUS)
+        known = self._principals.get(token) if scheme.lower() == "bearer" else None
+        if known is not None:
+            return known
+        if self._fallback is not None:
+            return await self._fallback(connection, _runtime)
+        return ANONYMOUS
 
 
 def operator(tenant_id: str | None = None, *permissions: str) -> Principal:

@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+from limits import parse_many
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -52,6 +53,54 @@ class JobSettings(BaseModel):
     lease_seconds: float = Field(default=300.0, gt=0)
 
 
+class ExternalIssuer(BaseModel):
+    """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
+
+    name: str
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    shared_secret: SecretStr | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    # Which tenant synced users join (slug); the default tenant when unset.
+    tenant: str | None = None
+
+
+class IdentitySettings(BaseModel):
+    """Tokens, sessions and sign-up."""
+
+    issuer: str = "hostplane"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    registration_open: bool = True
+    external_issuers: list[ExternalIssuer] = Field(default_factory=list)
+
+
+class RateLimitSettings(BaseModel):
+    """Requests per caller and route group (``[rate_limits]``, ``HOSTPLANE_RATE_LIMITS__*``).
+
+    Limits use the notation of the ``limits`` library: ``"10/minute"``,
+    ``"1000 per 15 minutes"``. Counters are in memory, or in Redis when
+    ``redis_url`` is set so that every replica shares them.
+    """
+
+    enabled: bool = True
+    auth: str = "10/minute"
+    default: str = "200/minute"
+    health: str = "1000/minute"
+    # Namespace of the counters, for a Redis shared with other deployments.
+    key_prefix: str = Field(default="hostplane:ratelimit", min_length=1)
+
+    @field_validator("auth", "default", "health")
+    @classmethod
+    def _one_limit(cls, value: str) -> str:
+        # A typo must stop the process at start, not surface as a 500 later.
+        items = parse_many(value)
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(f"{value!r}: give one limit of at least 1, like '200/minute'")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting hostplane reads. Nothing else calls ``os.getenv``."""
 
@@ -79,6 +128,8 @@ class Settings(BaseSettings):
 
     event_channel_prefix: str = "hostplane"
     jobs: JobSettings = Field(default_factory=JobSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,10 @@ class HostplaneError(Exception):
 
     status: int = 400
     code: str = "BAD_REQUEST"
+    # Refuse the request but commit what it wrote: security bookkeeping such
+    # as revoking a session whose refresh token was replayed, or counting a
+    # failed second-factor attempt, must survive the refusal.
+    keep_changes: bool = False
 
     def __init__(
         self,

@@ -36,10 +36,24 @@ class Principal:
     display_name: str | None = None
     # The user acting: the user themselves, or the creator of an API key.
     user_id: str | None = None
+    # An API key's own scopes: a ceiling on everything the key does, including
+    # what its creator may do as an owner or through per-resource grants.
+    scopes: frozenset[str] | None = None
+    # The login session an access token belongs to (logout revokes it).
+    session_id: str | None = None
+    # A role of this user requires two-factor and it is not set up yet: the
+    # caller may only enrol (every permission is withheld until then).
+    needs_two_factor: bool = False
 
     @property
     def is_authenticated(self) -> bool:
         return self.kind != "anonymous"
+
+    def within_scopes(self, permission: str) -> bool:
+        """Whether an API key's scopes allow ``permission`` (always true for others)."""
+        return self.scopes is None or any(
+            permission_matches(scope, permission) for scope in self.scopes
+        )
 
     def has(self, permission: str) -> bool:
         """Whether a global grant covers ``permission``."""

@@ -44,6 +44,9 @@ class Runtime:
     authenticate: Authenticator = anonymous_only
     before_commit: list[BeforeCommit] = field(default_factory=list)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    # Long-lived state a domain keeps per process (the identity domain's key
+    # ring, say), under the domain's own key. Core never looks inside.
+    extensions: dict[str, object] = field(default_factory=dict)
 
     def unit_of_work(self, *, read_only: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
         factory = (

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hostplane.core.errors import HostplaneError
 from hostplane.core.events.bus import Event, EventBus
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,14 @@ async def unit_of_work(
             for hook in before_commit:
                 await hook(session)
             await session.commit()
+        except HostplaneError as exc:
+            if not exc.keep_changes:
+                discard_pending(session)
+                await session.rollback()
+                raise
+            await session.commit()
+            await publish_pending(session, bus)
+            raise
         except BaseException:
             discard_pending(session)
             await session.rollback()

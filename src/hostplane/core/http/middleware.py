@@ -65,7 +65,11 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    header,
+                    *_rate_limit_headers(scope, message),
+                ]
             await send(message)
 
         started = time.perf_counter()
@@ -93,6 +97,23 @@ class RequestMiddleware:
                     status=status,
                     duration_ms=round(seconds * 1000, 2),
                 )
+
+
+def _rate_limit_headers(scope: Scope, message: Message) -> list[tuple[bytes, bytes]]:
+    """``X-RateLimit-*`` on every response of a limited route, errors included.
+
+    The limiter leaves its verdict on the request state; responses built by
+    FastAPI get the headers already, so only missing ones are added.
+    """
+    verdict = scope.get("state", {}).get("rate_limit")
+    if verdict is None:
+        return []
+    present = {name.lower() for name, _ in message.get("headers", ())}
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in verdict.headers().items()
+        if name.lower().encode("latin-1") not in present
+    ]
 
 
 async def _send_internal_error(send: Send, request_id: str, header: tuple[bytes, bytes]) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:30:13.570698
+Create Date: 2026-11-23 16:21:00.648335
 """
 
 from collections.abc import Sequence
@@ -32,16 +32,93 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_workers")),
     )
     op.create_table(
+        "signing_keys",
+        sa.Column("private_key_sealed", sa.Text(), nullable=False),
+        sa.Column("public_key", sa.String(length=64), nullable=False),
+        sa.Column("retired_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("not_after", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_signing_keys")),
+    )
+    op.create_table(
         "tenants",
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("slug", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("is_platform", sa.Boolean(), nullable=False),
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("slug", name=op.f("uq_tenants_slug")),
     )
+    op.create_table(
+        "audit_chain_heads",
+        sa.Column("chain", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=True),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("anchor_seq", sa.BigInteger(), nullable=False),
+        sa.Column("anchor_hash", sa.String(length=64), nullable=False),
+        sa.Column("pruned_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_audit_chain_heads_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("chain", name=op.f("pk_audit_chain_heads")),
+    )
+    with op.batch_alter_table("audit_chain_heads", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_audit_chain_heads_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "audit_logs",
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("chain", sa.String(length=40), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("actor_type", sa.String(length=16), nullable=False),
+        sa.Column("actor_id", sa.String(length=64), nullable=True),
+        sa.Column("user_id", sa.String(length=64), nullable=True),
+        sa.Column("action", sa.String(length=100), nullable=False),
+        sa.Column("resource_type", sa.String(length=64), nullable=False),
+        sa.Column("resource_id", sa.String(length=200), nullable=True),
+        sa.Column("ip_address", sa.String(length=64), nullable=True),
+        sa.Column("user_agent", sa.String(length=500), nullable=True),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "metadata",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_audit_logs_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_logs")),
+        sa.UniqueConstraint("chain", "seq", name=op.f("uq_audit_logs_chain_seq")),
+    )
+    with op.batch_alter_table("audit_logs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_logs_action"), ["action"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_logs_actor_id"), ["actor_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_logs_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(
+            "ix_audit_logs_resource", ["resource_type", "resource_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_audit_logs_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_logs_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "jobs",
         sa.Column("tenant_id", sa.String(length=26), nullable=True),
@@ -95,6 +172,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("builtin", sa.Boolean(), nullable=False),
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("require_two_factor", sa.Boolean(), nullable=False),
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("tenant_id", sa.String(length=26), nullable=True),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
@@ -110,16 +189,32 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("roles", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_roles_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(
+            "uq_roles_builtin_name",
+            ["name"],
+            unique=True,
+            sqlite_where=sa.text("tenant_id IS NULL"),
+            postgresql_where=sa.text("tenant_id IS NULL"),
+        )
 
     op.create_table(
         "users",
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
+        sa.Column("first_name", sa.String(length=100), nullable=True),
+        sa.Column("last_name", sa.String(length=100), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("ban_reason", sa.String(length=500), nullable=True),
+        sa.Column("banned_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
             "last_login_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
         ),
+        sa.Column("totp_secret_sealed", sa.Text(), nullable=True),
+        sa.Column(
+            "totp_enabled_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("tenant_id", sa.String(length=26), nullable=False),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
@@ -138,6 +233,260 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_users_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "api_keys",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("public_id", sa.String(length=8), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column(
+            "scopes",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "allowed_ips",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_by_id", sa.String(length=26), nullable=True),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "last_used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("revoked_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"],
+            ["users.id"],
+            name=op.f("fk_api_keys_created_by_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_api_keys_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("public_id", name=op.f("uq_api_keys_public_id")),
+    )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_api_keys_created_by_id"), ["created_by_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_api_keys_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "auth_sessions",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("ip", sa.String(length=64), nullable=True),
+        sa.Column("user_agent", sa.String(length=500), nullable=True),
+        sa.Column(
+            "last_used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_reason", sa.String(length=64), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_auth_sessions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_auth_sessions_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_sessions")),
+    )
+    with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_auth_sessions_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_auth_sessions_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "external_identities",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("issuer", sa.String(length=500), nullable=False),
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column(
+            "last_synced_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_external_identities_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_external_identities_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_external_identities")),
+        sa.UniqueConstraint(
+            "issuer", "subject", name=op.f("uq_external_identities_issuer_subject")
+        ),
+    )
+    with op.batch_alter_table("external_identities", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_external_identities_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_external_identities_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
+        "login_challenges",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_login_challenges_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_login_challenges_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_challenges")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_login_challenges_token_hash")),
+    )
+    with op.batch_alter_table("login_challenges", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_login_challenges_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_login_challenges_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "recovery_codes",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_recovery_codes_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_recovery_codes_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_codes")),
+    )
+    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_recovery_codes_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_recovery_codes_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "resource_grants",
+        sa.Column("resource_type", sa.String(length=32), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column(
+            "permissions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("granted_by", sa.String(length=26), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_resource_grants_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_resource_grants_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_resource_grants")),
+        sa.UniqueConstraint(
+            "resource_type",
+            "resource_id",
+            "user_id",
+            name=op.f("uq_resource_grants_resource_type_resource_id_user_id"),
+        ),
+    )
+    with op.batch_alter_table("resource_grants", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_resource_grants_resource_id"), ["resource_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_resource_grants_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_resource_grants_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "tenant_role_settings",
+        sa.Column("role_id", sa.String(length=26), nullable=False),
+        sa.Column("require_two_factor", sa.Boolean(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["role_id"],
+            ["roles.id"],
+            name=op.f("fk_tenant_role_settings_role_id_roles"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_tenant_role_settings_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tenant_role_settings")),
+        sa.UniqueConstraint(
+            "tenant_id", "role_id", name=op.f("uq_tenant_role_settings_tenant_id_role_id")
+        ),
+    )
+    with op.batch_alter_table("tenant_role_settings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_tenant_role_settings_role_id"), ["role_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_tenant_role_settings_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "user_roles",
         sa.Column("user_id", sa.String(length=26), nullable=False),
         sa.Column("role_id", sa.String(length=26), nullable=False),
@@ -149,15 +498,93 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", "role_id", name=op.f("pk_user_roles")),
     )
+    op.create_table(
+        "refresh_tokens",
+        sa.Column("session_id", sa.String(length=26), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["auth_sessions.id"],
+            name=op.f("fk_refresh_tokens_session_id_auth_sessions"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_refresh_tokens_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
+    )
+    with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_refresh_tokens_session_id"), ["session_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_refresh_tokens_tenant_id"), ["tenant_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refresh_tokens_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_refresh_tokens_session_id"))
+
+    op.drop_table("refresh_tokens")
     op.drop_table("user_roles")
+    with op.batch_alter_table("tenant_role_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tenant_role_settings_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_tenant_role_settings_role_id"))
+
+    op.drop_table("tenant_role_settings")
+    with op.batch_alter_table("resource_grants", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_resource_grants_user_id"))
+        batch_op.drop_index(batch_op.f("ix_resource_grants_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_resource_grants_resource_id"))
+
+    op.drop_table("resource_grants")
+    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_recovery_codes_user_id"))
+        batch_op.drop_index(batch_op.f("ix_recovery_codes_tenant_id"))
+
+    op.drop_table("recovery_codes")
+    with op.batch_alter_table("login_challenges", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_login_challenges_user_id"))
+        batch_op.drop_index(batch_op.f("ix_login_challenges_tenant_id"))
+
+    op.drop_table("login_challenges")
+    with op.batch_alter_table("external_identities", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_external_identities_user_id"))
+        batch_op.drop_index(batch_op.f("ix_external_identities_tenant_id"))
+
+    op.drop_table("external_identities")
+    with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_auth_sessions_user_id"))
+        batch_op.drop_index(batch_op.f("ix_auth_sessions_tenant_id"))
+
+    op.drop_table("auth_sessions")
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_api_keys_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_api_keys_created_by_id"))
+
+    op.drop_table("api_keys")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_users_tenant_id"))
 
     op.drop_table("users")
     with op.batch_alter_table("roles", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_roles_builtin_name",
+            sqlite_where=sa.text("tenant_id IS NULL"),
+            postgresql_where=sa.text("tenant_id IS NULL"),
+        )
         batch_op.drop_index(batch_op.f("ix_roles_tenant_id"))
 
     op.drop_table("roles")
@@ -168,5 +595,19 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_status_run_at")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("audit_logs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_logs_user_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_logs_tenant_id"))
+        batch_op.drop_index("ix_audit_logs_resource")
+        batch_op.drop_index(batch_op.f("ix_audit_logs_created_at"))
+        batch_op.drop_index(batch_op.f("ix_audit_logs_actor_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_logs_action"))
+
+    op.drop_table("audit_logs")
+    with op.batch_alter_table("audit_chain_heads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_chain_heads_tenant_id"))
+
+    op.drop_table("audit_chain_heads")
     op.drop_table("tenants")
+    op.drop_table("signing_keys")
     op.drop_table("job_workers")

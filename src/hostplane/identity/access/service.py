@@ -1,0 +1,185 @@
+"""The one authorization check every domain uses on a loaded resource.
+
+``authorize(session, principal, "control.console", server)`` passes when:
+
+1. the caller holds the permission globally (a role; for an API key, its
+   scopes intersected with its creator's roles), or
+2. the caller owns the resource and the permission is one an owner has
+   (every permission of the resource's kind: ``server.*``, ``file.*``, ...),
+   or
+3. the caller holds a per-resource grant covering it (a subuser).
+
+An API key never exceeds its scopes, even on its creator's own resources.
+Tenant isolation is not checked here: a tenant-scoped session cannot load
+another tenant's resource in the first place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hostplane.core.errors import Forbidden
+from hostplane.core.principal import Principal, permission_matches
+from hostplane.identity.access.models import ResourceGrant
+
+
+class OwnedResource(Protocol):
+    """What ``authorize`` needs to know about a resource."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def owner_id(self) -> str | None: ...
+
+
+# Permission families an owner holds on what they own, by resource type.
+# Global-only powers (suspending, transferring between nodes) are absent on
+# purpose: owning a server does not let you unsuspend it.
+OWNER_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "server": (
+        "server.read",
+        "server.details",
+        "server.update",
+        "server.delete",
+        "server.install",
+        "server.start",
+        "server.stop",
+        "server.restart",
+        "server.kill",
+        "server.console",
+        "control.*",
+        "file.*",
+        "backup.*",
+        "database.*",
+        "task.*",
+        "schedule.*",
+        "allocation.*",
+        "startup.*",
+        "settings.*",
+        "subuser.*",
+        "server.logs.read",
+        "activity.read",
+        "websocket.connect",
+    ),
+}
+
+
+class AccessDenied(Forbidden):
+    def __init__(self, permission: str) -> None:
+        super().__init__(
+            "You do not have permission to perform this action", details={"permission": permission}
+        )
+
+
+def owner_may(resource_type: str, permission: str) -> bool:
+    return any(
+        permission_matches(granted, permission)
+        for granted in OWNER_PERMISSIONS.get(resource_type, ())
+    )
+
+
+async def grant_for(
+    session: AsyncSession, *, resource_type: str, resource_id: str, user_id: str
+) -> ResourceGrant | None:
+    return await session.scalar(
+        select(ResourceGrant).where(
+            ResourceGrant.resource_type == resource_type,
+            ResourceGrant.resource_id == resource_id,
+            ResourceGrant.user_id == user_id,
+        )
+    )
+
+
+async def allowed(
+    session: AsyncSession,
+    principal: Principal,
+    permission: str,
+    resource: OwnedResource,
+    *,
+    resource_type: str,
+) -> bool:
+    if not principal.is_authenticated or not principal.within_scopes(permission):
+        return False
+    if principal.has(permission):
+        return True
+    if principal.user_id is None:
+        return False
+    if resource.owner_id == principal.user_id and owner_may(resource_type, permission):
+        return True
+    grant = await grant_for(
+        session, resource_type=resource_type, resource_id=resource.id, user_id=principal.user_id
+    )
+    return grant is not None and any(permission_matches(p, permission) for p in grant.permissions)
+
+
+async def authorize(
+    session: AsyncSession,
+    principal: Principal,
+    permission: str,
+    resource: OwnedResource,
+    *,
+    resource_type: str = "server",
+) -> None:
+    """Raise 403 unless ``principal`` may do ``permission`` on ``resource``."""
+    if not await allowed(session, principal, permission, resource, resource_type=resource_type):
+        raise AccessDenied(permission)
+
+
+async def set_grant(
+    session: AsyncSession,
+    *,
+    resource_type: str,
+    resource_id: str,
+    user_id: str,
+    permissions: Sequence[str],
+    granted_by: str | None,
+) -> ResourceGrant:
+    """Create or replace a user's permissions on one resource."""
+    grant = await grant_for(
+        session, resource_type=resource_type, resource_id=resource_id, user_id=user_id
+    )
+    if grant is None:
+        grant = ResourceGrant(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            user_id=user_id,
+            permissions=list(permissions),
+            granted_by=granted_by,
+        )
+        session.add(grant)
+    else:
+        grant.permissions = list(permissions)
+        grant.granted_by = granted_by
+    await session.flush()
+    return grant
+
+
+async def remove_grant(
+    session: AsyncSession, *, resource_type: str, resource_id: str, user_id: str
+) -> bool:
+    grant = await grant_for(
+        session, resource_type=resource_type, resource_id=resource_id, user_id=user_id
+    )
+    if grant is None:
+        return False
+    await session.delete(grant)
+    await session.flush()
+    return True
+
+
+async def grants_on(
+    session: AsyncSession, *, resource_type: str, resource_id: str
+) -> Sequence[ResourceGrant]:
+    rows = await session.scalars(
+        select(ResourceGrant)
+        .where(
+            ResourceGrant.resource_type == resource_type, ResourceGrant.resource_id == resource_id
+        )
+        .order_by(ResourceGrant.id)
+    )
+    return rows.all()

@@ -1,0 +1,1 @@
+"""Authentication: login, tokens, sessions, two-factor, external identity sync."""

@@ -1,0 +1,116 @@
+"""Resolving a request's caller: access tokens, API keys, or nobody.
+
+Installed as the runtime's authenticator by the app factory. Every request
+re-reads the user and the login session, so a ban, a logout or a revoked
+session stops a live token at once; role changes apply on the next request.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from starlette.requests import HTTPConnection
+
+from hostplane.core.clock import utcnow
+from hostplane.core.errors import Unauthorized
+from hostplane.core.principal import ANONYMOUS, Principal
+from hostplane.core.runtime import Runtime
+from hostplane.core.security.tokens import TokenInvalid, token_kid, unverified_claims
+from hostplane.identity.auth.keys import key_ring
+from hostplane.identity.auth.models import AuthSession
+from hostplane.identity.roles.service import effective_permissions, two_factor_required
+from hostplane.identity.users.models import User
+
+API_KEY_PREFIX = "hp_"
+
+
+class InvalidToken(Unauthorized):
+    code = "INVALID_TOKEN"
+
+
+def bearer_token(connection: HTTPConnection) -> str | None:
+    scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    # Browsers cannot set headers on a WebSocket: /ws?token=... as Catalyst documents.
+    if connection.scope["type"] == "websocket":
+        return connection.query_params.get("token") or None
+    return None
+
+
+async def _verify(runtime: Runtime, token: str) -> dict[str, object]:
+    ring = await key_ring(runtime)
+    try:
+        return ring.verify(token)
+    except TokenInvalid as first:
+        kid = token_kid(token)
+        if kid is None or kid in ring.kids:
+            raise InvalidToken("Invalid token") from first
+    # Signed by a key this process has not loaded: another replica may have
+    # rotated a moment ago.
+    fresh = await key_ring(runtime, unknown_kid=kid)
+    try:
+        return fresh.verify(token)
+    except TokenInvalid as exc:
+        raise InvalidToken("Invalid token") from exc
+
+
+async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Principal:
+    user_id, session_id = str(claims.get("sub")), str(claims.get("sid"))
+    async with runtime.unit_of_work(read_only=True) as session:
+        row = (
+            await session.execute(
+                select(User, AuthSession)
+                .join(AuthSession, AuthSession.user_id == User.id)
+                .where(User.id == user_id, AuthSession.id == session_id)
+            )
+        ).first()
+        if row is None:
+            raise InvalidToken("Invalid token")
+        user, auth_session = row
+        if auth_session.revoked_at is not None or auth_session.expires_at <= utcnow():
+            raise InvalidToken("This session has ended; log in again")
+        if user.status != "active":
+            raise Unauthorized("This account is not active", code="ACCOUNT_DISABLED")
+        permissions = await effective_permissions(session, user.id)
+        needs_two_factor = not user.two_factor_enabled and await two_factor_required(
+            session, user.id
+        )
+    return Principal(
+        kind="user",
+        id=user.id,
+        user_id=user.id,
+        tenant_id=user.tenant_id,
+        permissions=frozenset() if needs_two_factor else permissions,
+        display_name=user.username,
+        session_id=auth_session.id,
+        needs_two_factor=needs_two_factor,
+    )
+
+
+async def authenticate(connection: HTTPConnection, runtime: Runtime) -> Principal:
+    token = bearer_token(connection)
+    if token is None:
+        return ANONYMOUS
+    if token.startswith(API_KEY_PREFIX):
+        from hostplane.identity.api_keys.service import authenticate_api_key
+
+        ip = connection.client.host if connection.client else None
+        async with runtime.unit_of_work(read_only=True) as session:
+            principal = await authenticate_api_key(session, token, ip=ip)
+        if principal is None:
+            raise InvalidToken("Invalid API key")
+        return principal
+    if not _issued_here(runtime, token):
+        # Another issuer's token (sent to POST /api/auth/sync, say) is not a
+        # credential here: the caller is anonymous, and protected routes say 401.
+        return ANONYMOUS
+    claims = await _verify(runtime, token)
+    return await user_principal(runtime, claims)
+
+
+def _issued_here(runtime: Runtime, token: str) -> bool:
+    try:
+        issuer = unverified_claims(token).get("iss")
+    except TokenInvalid:
+        return True  # garbage: let verification refuse it with 401
+    return issuer in (None, runtime.settings.identity.issuer)

@@ -1,0 +1,207 @@
+"""Who may call what: every route against every kind of caller.
+
+Add a route with one ``case(...)`` line. Callers: ``anonymous``; ``owner``, a
+customer who owns the resource in the path (their own profile, their own
+key); ``other_user``, another customer of the same tenant; ``api_key``, a key
+minted by the admin with scopes ``job.read`` and ``user.read``; ``admin``, a
+built-in admin of the platform tenant; ``foreign``, an admin of another
+tenant (who must never see the first tenant's resources: 404, not 403).
+"""
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hostplane.core.ids import new_id
+from hostplane.core.runtime import Runtime
+from hostplane.identity.roles.models import Role
+from hostplane.platform.jobs.registry import JobRegistry
+from hostplane.platform.jobs.worker import Worker
+from tests.support.factories import make_job, make_user
+from tests.support.identity import logged_in, other_tenant, platform_tenant
+from tests.support.matrix import Case, World, case, run_case
+
+# One line per route (formatting off, so it stays one line).
+# fmt: off
+CASES: list[Case] = [
+    # identity: the caller's own account
+    case("GET", "/api/auth/me", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/users/me", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("PUT", "/api/users/me", body={"firstName": "Sam"}, owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/auth/2fa/enable", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    # 409: past authorization, refused because two-factor is not being set up / not on.
+    case("POST", "/api/auth/2fa/confirm", body={"code": "000000"}, owner=409, other_user=409, api_key=403, admin=409, foreign=409),
+    case("POST", "/api/auth/2fa/disable", body={"password": "x"}, owner=409, other_user=409, api_key=403, admin=409, foreign=409),
+    case("GET", "/api/permissions", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    # identity: operators
+    case("GET", "/api/admin/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
+    case("POST", "/api/users", body={"email": "made@example.com", "password": "long enough 1"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("GET", "/api/users/{target_user_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404),
+    case("PUT", "/api/users/{fresh_user_id}", body={"name": "Renamed User"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/users/{fresh_user_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/admin/users/{fresh_user_id}/ban", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/admin/users/{fresh_user_id}/unban", owner=403, other_user=403, api_key=403, admin=409, foreign=404),
+    case("GET", "/api/admin/users/{target_user_id}/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/admin/users/{target_user_id}/roles", body={"roleId": "{customer_role_id}"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/admin/users/{fresh_user_id}/roles/{customer_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/admin/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/admin/roles", body={"name": "Matrix Made", "permissions": ["job.read"], "rank": 5}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("GET", "/api/admin/roles/{role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PUT", "/api/admin/roles/{role_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/admin/roles/{fresh_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/tenants", owner=403, other_user=403, api_key=403, admin=200, foreign=403),
+    case("GET", "/api/tenants/{tenant_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=403),
+    case("POST", "/api/tenants", body={"name": "Nope"}, owner=403, other_user=403, api_key=403, admin=403, foreign=403),
+    # identity: API keys (keys never mint keys; account keys are one's own: 404 for anyone else)
+    case("GET", "/api/admin/api-keys", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/admin/api-keys", body={"name": "Made", "scopes": ["job.read"]}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("DELETE", "/api/admin/api-keys/{fresh_key_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/account/api-keys", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/account/api-keys", body={"name": "Mine", "scopes": ["server.start"]}, owner=201, other_user=201, api_key=403, admin=201, foreign=201),
+    case("DELETE", "/api/account/api-keys/{fresh_own_key_id}", owner=200, other_user=404, api_key=403, admin=404, foreign=404),
+    # platform: jobs and audit
+    case("GET", "/api/jobs", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/jobs/{job_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404),
+    case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+]
+# fmt: on
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -> World:
+    home = await platform_tenant(db)
+    away = await other_tenant(db)
+    admin = await logged_in(client, db, tenant=home, role="admin")
+    owner = await logged_in(client, db, tenant=home)
+    other = await logged_in(client, db, tenant=home)
+    foreign = await logged_in(client, db, tenant=away, role="admin")
+    minted = await client.post(
+        "/api/admin/api-keys",
+        json={"name": "Discord Bot", "scopes": ["job.read", "user.read"]},
+        headers=admin.headers,
+    )
+    assert minted.status_code == 201, minted.text
+    job = await make_job(db, name="matrix.job", tenant=home, server_id="srv-1")
+
+    async def fresh_user_id() -> str:
+        return (await make_user(db, tenant=home, role="customer")).id
+
+    async def fresh_failed_job_id() -> str:
+        failing = JobRegistry()
+
+        async def fail(_ctx: object, **_ids: object) -> None:
+            raise RuntimeError("matrix")
+
+        failing.register("matrix.failing", fail)
+        created = await make_job(db, name="matrix.failing", tenant=home, max_attempts=1)
+        await Worker(runtime, registry=failing).run_until_idle()
+        return created.id
+
+    async def fresh_key_id() -> str:
+        response = await client.post(
+            "/api/admin/api-keys",
+            json={"name": "Spare", "scopes": ["job.read"]},
+            headers=admin.headers,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    role = await client.post(
+        "/api/admin/roles",
+        json={"name": "Matrix Viewer", "permissions": ["job.read"], "rank": 10},
+        headers=admin.headers,
+    )
+    assert role.status_code == 201, role.text
+    customer_role_id = await db.scalar(
+        select(Role.id).where(Role.name == "customer", Role.tenant_id.is_(None))
+    )
+    assert customer_role_id is not None
+
+    async def fresh_role_id() -> str:
+        response = await client.post(
+            "/api/admin/roles",
+            json={"name": f"Doomed {new_id()}", "permissions": [], "rank": 1},
+            headers=admin.headers,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    async def fresh_own_key_id() -> str:
+        response = await client.post(
+            "/api/account/api-keys",
+            json={"name": "Own", "scopes": ["server.start"]},
+            headers=owner.headers,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    return World(
+        tokens={
+            "anonymous": None,
+            "owner": owner.token,
+            "other_user": other.token,
+            "api_key": minted.json()["data"]["key"],
+            "admin": admin.token,
+            "foreign": foreign.token,
+        },
+        ids={
+            "target_user_id": other.user.id,
+            "job_id": job.id,
+            "tenant_id": home.id,
+            "role_id": role.json()["data"]["id"],
+            "customer_role_id": customer_role_id,
+        },
+        makers={
+            "fresh_user_id": fresh_user_id,
+            "fresh_failed_job_id": fresh_failed_job_id,
+            "fresh_key_id": fresh_key_id,
+            "fresh_role_id": fresh_role_id,
+            "fresh_own_key_id": fresh_own_key_id,
+        },
+    )
+
+
+@pytest.mark.parametrize("route", CASES, ids=[c.id for c in CASES])
+async def test_route_answers_each_caller_as_expected(
+    client: httpx.AsyncClient, world: World, route: Case
+) -> None:
+    mismatches = await run_case(client, world, route)
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_every_api_route_is_in_the_matrix() -> None:
+    """A new route without a matrix line fails here (routes read from the OpenAPI document)."""
+    from hostplane.app import create_app
+    from hostplane.core.config import Settings
+
+    document = create_app(
+        Settings(environment="development", database_url="sqlite+aiosqlite:///:memory:")
+    ).openapi()
+    covered = {(c.method, _template(c.path)) for c in CASES}
+    exempt = {
+        # Anonymous by design (login and friends); their refusals are tested in tests/identity.
+        ("POST", "/api/auth/register"),
+        ("POST", "/api/auth/login"),
+        ("POST", "/api/auth/login/2fa"),
+        ("POST", "/api/auth/refresh"),
+        ("POST", "/api/auth/logout"),
+        ("POST", "/api/auth/sync"),
+    }
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        if path.startswith("/api/")
+        for method in operations
+        if (method.upper(), _template(path)) not in covered | exempt
+    ]
+    assert not missing, "routes without an authorization matrix line:\n" + "\n".join(missing)
+
+
+def _template(path: str) -> str:
+    return re.sub(r"\{[a-z_]+\}", "{}", path)
