@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hostplane.core.errors import Forbidden
 from hostplane.core.principal import Principal, permission_matches
 from hostplane.identity.access.models import ResourceGrant
+from hostplane.identity.users.service import get_user
 
 
 class OwnedResource(Protocol):
@@ -139,12 +140,18 @@ async def set_grant(
     permissions: Sequence[str],
     granted_by: str | None,
 ) -> ResourceGrant:
-    """Create or replace a user's permissions on one resource."""
+    """Create or replace a user's permissions on one resource.
+
+    The user must be visible to the session (in a tenant-scoped session: of
+    the caller's tenant), else 404.
+    """
+    grantee = await get_user(session, user_id)
     grant = await grant_for(
         session, resource_type=resource_type, resource_id=resource_id, user_id=user_id
     )
     if grant is None:
         grant = ResourceGrant(
+            tenant_id=grantee.tenant_id,
             resource_type=resource_type,
             resource_id=resource_id,
             user_id=user_id,
