@@ -93,6 +93,15 @@ PY
 export PYTHONDONTWRITEBYTECODE=1
 if [ "${CI:-}" = "true" ]; then export HOSTPLANE_REQUIRE_SERVICES=1; fi
 
+ensure_tools() {
+    # What the agent's tests run real servers with: bubblewrap for the sandbox,
+    # a system python3 inside it.
+    command -v bwrap >/dev/null && [ -x /usr/bin/python3 ] && return 0
+    step "installing bubblewrap"
+    apt_install bubblewrap python3
+}
+
+run_step "tools: bubblewrap" ensure_tools
 run_step "services: PostgreSQL" ensure_postgres
 run_step "services: Redis" ensure_redis
 

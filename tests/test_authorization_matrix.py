@@ -22,6 +22,7 @@ from hostplane.platform.jobs.registry import JobRegistry
 from hostplane.platform.jobs.worker import Worker
 from tests.support.factories import make_job, make_user
 from tests.support.identity import logged_in, other_tenant, platform_tenant
+from tests.support.infra import matrix_world
 from tests.support.matrix import Case, World, case, run_case
 
 # One line per route (formatting off, so it stays one line).
@@ -69,6 +70,50 @@ CASES: list[Case] = [
     case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
     case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
     case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    # infra: locations, nodes and templates (operators; templates readable by everyone)
+    case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("GET", "/api/nodes", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/nodes", body={"name": "n", "hostname": "h", "publicAddress": "192.0.2.1", "maxMemoryMb": 1024, "maxCpuCores": 1}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("GET", "/api/nodes/{node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PUT", "/api/nodes/{node_id}", body={"name": "renamed"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/nodes/{fresh_node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/nodes/{node_id}/deployment-token", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/templates", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/templates/{template_id}", owner=200, other_user=200, api_key=200, admin=200, foreign=404),
+    case("POST", "/api/templates", body={"name": "Made", "dockerImage": "img", "startCommand": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("PUT", "/api/templates/{template_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/templates/{fresh_template_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/admin/templates/import", body={"name": "Egg", "docker_images": {"x": "img"}, "startup": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    # infra: servers ("owner" owns {server_id}; 409 = authorized, refused by the server's state)
+    case("GET", "/api/servers", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/servers", body={"name": "made", "templateId": "{template_id}", "nodeId": "{node_id}", "allocatedMemoryMb": 256, "allocatedCpuCores": 1, "allocatedDiskMb": 100, "environment": {"MEMORY": "256M"}}, owner=403, other_user=403, api_key=403, admin=201, foreign=404),
+    case("GET", "/api/servers/{server_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PUT", "/api/servers/{server_id}", body={"name": "renamed"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/servers/{fresh_server_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/suspend", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/unsuspend", owner=403, other_user=403, api_key=403, admin=409, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/install", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/start", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/stop", owner=409, other_user=403, api_key=403, admin=409, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/restart", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/kill", owner=409, other_user=403, api_key=403, admin=409, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/power", body={"signal": "start"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/command", body={"command": "say hi"}, owner=409, other_user=403, api_key=403, admin=409, foreign=404),
+    case("POST", "/api/servers/{server_id}/reset-crash-count", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PATCH", "/api/servers/{server_id}/restart-policy", body={"restartPolicy": "never"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/resources", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/logs", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/allocations", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/allocations", body={"containerPort": 7000}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/allocations/primary", body={"containerPort": "{primary_port}"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/servers/{server_id}/allocations/{fresh_allocation_port}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/network", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/network/allocations", owner=201, other_user=403, api_key=403, admin=201, foreign=404),
+    case("GET", "/api/servers/{server_id}/users", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/users", body={"userId": "{target_user_id}", "permissions": ["server.read"]}, owner=201, other_user=403, api_key=403, admin=201, foreign=404),
+    case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
 ]
 # fmt: on
 
@@ -88,6 +133,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     )
     assert minted.status_code == 201, minted.text
     job = await make_job(db, name="matrix.job", tenant=home, server_id="srv-1")
+    infra_ids, infra_makers = await matrix_world(db, tenant=home, owner=owner.user)
 
     async def fresh_user_id() -> str:
         return (await make_user(db, tenant=home, role="customer")).id
@@ -156,6 +202,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "tenant_id": home.id,
             "role_id": role.json()["data"]["id"],
             "customer_role_id": customer_role_id,
+            **infra_ids,
         },
         makers={
             "fresh_user_id": fresh_user_id,
@@ -163,6 +210,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "fresh_key_id": fresh_key_id,
             "fresh_role_id": fresh_role_id,
             "fresh_own_key_id": fresh_own_key_id,
+            **infra_makers,
         },
     )
 

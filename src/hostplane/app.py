@@ -31,11 +31,16 @@ from hostplane.identity.permissions.router import router as permissions_router
 from hostplane.identity.roles.router import router as roles_router
 from hostplane.identity.tenants.router import router as tenants_router
 from hostplane.identity.users.router import router as users_router
+from hostplane.infra.locations.router import router as locations_router
+from hostplane.infra.nodes.router import router as nodes_router
+from hostplane.infra.servers.router import router as servers_router
+from hostplane.infra.templates.router import router as templates_router
 from hostplane.platform.audit.hooks import install_audit
 from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
 from hostplane.platform.jobs.router import router as jobs_router
 from hostplane.platform.jobs.worker import Worker
+from hostplane.realtime.router import router as realtime_router
 
 # Routers under /api, in the order they appear in the OpenAPI document.
 API_ROUTERS: list[APIRouter] = [
@@ -47,6 +52,10 @@ API_ROUTERS: list[APIRouter] = [
     api_keys_router,
     audit_router,
     jobs_router,
+    locations_router,
+    nodes_router,
+    templates_router,
+    servers_router,
 ]
 
 
@@ -116,6 +125,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
     app.add_middleware(RequestMiddleware, metrics=runtime.metrics)
     app.include_router(health_router)
     app.include_router(jwks_router)
+    app.include_router(realtime_router)
     for router in API_ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -234,6 +235,14 @@ def up(
     _run(_check_database(settings))
     _run(_migrate(settings))
 
+    from hostplane.embedded import ensure_local_node, start_local_agent
+
+    agent_config = _in_transaction(
+        settings,
+        lambda session: ensure_local_node(
+            session, settings, panel_url=f"ws://127.0.0.1:{bound_port}/ws"
+        ),
+    )
     admin = _in_transaction(
         settings,
         lambda session: ensure_installation(
@@ -256,9 +265,27 @@ def up(
         out.print(
             f"  Log in as   [bold]{admin.email}[/bold] (password from the first start; reset with `hostplane admin password`)"
         )
+    out.print(f"  Local node  agent log in {settings.data_dir / 'agent.log'}")
     out.print("")
     sys.stdout.flush()
-    _serve(settings, sock, workers=1)
+    agent = start_local_agent(agent_config, settings.data_dir / "agent.log")
+
+    def _exit(signum: int, _frame: object) -> None:
+        # uvicorn re-raises the signal it stopped on once it has shut down;
+        # turning it into SystemExit lets the agent be stopped below.
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit)
+    try:
+        _serve(settings, sock, workers=1)
+    finally:
+        # The agent leaves its servers running; the next `up` re-attaches.
+        agent.terminate()
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
 
 
 @cli.command()
@@ -399,6 +426,36 @@ def admin_password(
     )
     shown = "" if password else f": {new_password}"
     out.print(f"password of {user.email} changed{shown}")
+
+
+@cli.command()
+def agent(
+    config: Annotated[Path | None, typer.Option("--config", help="The agent's TOML file.")] = None,
+    data_dir: DataDirOption = None,
+    panel_url: Annotated[str | None, typer.Option("--panel-url", help="ws(s)://panel/ws")] = None,
+    node_id: Annotated[str | None, typer.Option("--node-id")] = None,
+) -> None:
+    """Run the node agent: dial the panel, run this node's servers.
+
+    The token comes from the config file or HOSTPLANE_AGENT_TOKEN (never a flag:
+    flags show in the process list).
+    """
+    from hostplane.agent.config import AgentSettings
+    from hostplane.agent.main import run as run_agent
+
+    try:
+        flags = {"data_dir": data_dir, "panel_url": panel_url, "node_id": node_id}
+        settings = AgentSettings.load(config, **{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise CliError(f"invalid agent configuration: {exc.errors()[0]['msg']}") from None
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    if not settings.node_id or not settings.token.get_secret_value():
+        raise CliError(
+            "the agent needs a node id and a token (config file or HOSTPLANE_AGENT_NODE_ID / HOSTPLANE_AGENT_TOKEN)"
+        )
+    configure_logging(level="info", fmt="console" if sys.stderr.isatty() else "json")
+    run_agent(settings)
 
 
 keys_cli = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)

@@ -1,11 +1,24 @@
 """Command 1 of the README: ``scripts/up.sh`` (``hostplane up``) on a fresh data folder."""
 
 import re
+import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.processes import base_env, free_port, hostplane_process, up_script_command
+
+
+def local_node_comes_online(base_url: str, token: str) -> bool:
+    """``up`` registers this machine as a node and its agent dials in."""
+    for _ in range(100):
+        listed = httpx.get(
+            f"{base_url}/api/nodes", headers={"Authorization": f"Bearer {token}"}
+        ).json()["data"]
+        if [node["name"] for node in listed] == ["local"] and listed[0]["isOnline"]:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path: Path) -> None:
@@ -27,6 +40,13 @@ def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path
         status = httpx.get(f"{panel.base_url}/status").json()
         assert status["dependencies"]["database"] == "ok"
         first_output = panel.output()
+        credentials = re.search(r"Log in as\s+(\S+) with password (\S+)", first_output)
+        assert credentials, first_output
+        token = httpx.post(
+            f"{panel.base_url}/api/auth/login",
+            json={"email": credentials.group(1), "password": credentials.group(2)},
+        ).json()["data"]["token"]
+        assert local_node_comes_online(panel.base_url, token), (data / "agent.log").read_text()
     match = re.search(r"Log in as\s+(\S+) with password (\S+)", first_output)
     assert match, first_output
     assert match.group(1) == "admin@hostplane.local"
@@ -45,6 +65,9 @@ def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path
         env=env,
     ) as panel:
         second_output = panel.output()
+        assert local_node_comes_online(panel.base_url, token), (
+            "same node, agent back with the kept secret"
+        )
         # the in-process worker reports in, so the queue is served
         for _ in range(50):
             if httpx.get(f"{panel.base_url}/status").json()["dependencies"]["queue"] == "ok":

@@ -7,6 +7,7 @@ one request's lines can be found across the panel's log.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Literal
 
@@ -18,6 +19,26 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+_SECRET_QUERY = re.compile(r"((?:token|secret|key|password)=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactQuerySecrets(logging.Filter):
+    """Keep credentials in URLs (``/ws?token=...``) out of the log.
+
+    uvicorn logs every WebSocket connection with its full path; agents and
+    browsers authenticate WebSockets with a token in the query string.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True  # structlog's own events: never built from URLs
+        message = record.getMessage()
+        redacted = _SECRET_QUERY.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def configure_logging(*, level: str = "info", fmt: Literal["console", "json"] = "json") -> None:
@@ -44,6 +65,7 @@ def configure_logging(*, level: str = "info", fmt: Literal["console", "json"] = 
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactQuerySecrets())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.errors import Forbidden
@@ -190,3 +190,10 @@ async def grants_on(
         .order_by(ResourceGrant.id)
     )
     return rows.all()
+
+
+def granted_resource_ids(*, resource_type: str, user_id: str) -> Select[str]:
+    """A subquery of the ids of resources ``user_id`` holds a grant on (for list filters)."""
+    return select(ResourceGrant.resource_id).where(
+        ResourceGrant.resource_type == resource_type, ResourceGrant.user_id == user_id
+    )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:21:00.648335
+Create Date: 2026-11-23 16:45:24.082599
 """
 
 from collections.abc import Sequence
@@ -163,6 +163,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_jobs_type"), ["type"], unique=False)
 
     op.create_table(
+        "locations",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_locations_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_locations")),
+    )
+    with op.batch_alter_table("locations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_locations_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "roles",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
@@ -196,6 +214,50 @@ def upgrade() -> None:
             sqlite_where=sa.text("tenant_id IS NULL"),
             postgresql_where=sa.text("tenant_id IS NULL"),
         )
+
+    op.create_table(
+        "templates",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("docker_image", sa.String(length=255), nullable=False),
+        sa.Column("start_command", sa.Text(), nullable=False),
+        sa.Column("stop_command", sa.String(length=255), nullable=True),
+        sa.Column(
+            "ports",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "environment",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "required_variables",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "features",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("install_script", sa.Text(), nullable=True),
+        sa.Column("install_image", sa.String(length=255), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_templates_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_templates")),
+    )
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_templates_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "users",
@@ -381,6 +443,55 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_login_challenges_user_id"), ["user_id"], unique=False)
 
     op.create_table(
+        "nodes",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("location_id", sa.String(length=26), nullable=True),
+        sa.Column("hostname", sa.String(length=255), nullable=False),
+        sa.Column("public_address", sa.String(length=255), nullable=False),
+        sa.Column("max_memory_mb", sa.Integer(), nullable=False),
+        sa.Column("max_cpu_cores", sa.Float(), nullable=False),
+        sa.Column("max_disk_mb", sa.Integer(), nullable=False),
+        sa.Column("port_range_start", sa.Integer(), nullable=False),
+        sa.Column("port_range_end", sa.Integer(), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column("deployment_token_hash", sa.String(length=64), nullable=True),
+        sa.Column(
+            "deployment_token_expires_at",
+            hostplane.core.db.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "last_seen_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "health",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["location_id"],
+            ["locations.id"],
+            name=op.f("fk_nodes_location_id_locations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_nodes_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_nodes")),
+    )
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_nodes_location_id"), ["location_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_nodes_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "recovery_codes",
         sa.Column("user_id", sa.String(length=26), nullable=False),
         sa.Column("code_hash", sa.String(length=64), nullable=False),
@@ -531,8 +642,185 @@ def upgrade() -> None:
             batch_op.f("ix_refresh_tokens_tenant_id"), ["tenant_id"], unique=False
         )
 
+    op.create_table(
+        "servers",
+        sa.Column("uuid", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("owner_id", sa.String(length=26), nullable=True),
+        sa.Column("node_id", sa.String(length=26), nullable=False),
+        sa.Column("template_id", sa.String(length=26), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("allocated_memory_mb", sa.Integer(), nullable=False),
+        sa.Column("allocated_cpu_cores", sa.Float(), nullable=False),
+        sa.Column("allocated_disk_mb", sa.Integer(), nullable=False),
+        sa.Column("primary_port", sa.Integer(), nullable=True),
+        sa.Column("network_mode", sa.String(length=32), nullable=False),
+        sa.Column(
+            "environment",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("container_name", sa.String(length=100), nullable=False),
+        sa.Column("container_id", sa.String(length=100), nullable=True),
+        sa.Column("cpu_usage", sa.Float(), nullable=True),
+        sa.Column("memory_usage_mb", sa.Integer(), nullable=True),
+        sa.Column("disk_usage_mb", sa.Integer(), nullable=True),
+        sa.Column("network_sent", sa.BigInteger(), nullable=True),
+        sa.Column("network_received", sa.BigInteger(), nullable=True),
+        sa.Column("stats_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("restart_policy", sa.String(length=16), nullable=False),
+        sa.Column("max_crash_count", sa.Integer(), nullable=False),
+        sa.Column("crash_count", sa.Integer(), nullable=False),
+        sa.Column(
+            "last_crash_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "recent_crashes",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("last_exit_code", sa.Integer(), nullable=True),
+        sa.Column(
+            "status_changed_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "suspended_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("suspended_by_user_id", sa.String(length=26), nullable=True),
+        sa.Column("suspension_reason", sa.String(length=500), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["node_id"], ["nodes.id"], name=op.f("fk_servers_node_id_nodes"), ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["users.id"], name=op.f("fk_servers_owner_id_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["templates.id"],
+            name=op.f("fk_servers_template_id_templates"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_servers_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_servers")),
+        sa.UniqueConstraint("uuid", name=op.f("uq_servers_uuid")),
+    )
+    with op.batch_alter_table("servers", schema=None) as batch_op:
+        batch_op.create_index("ix_servers_node_id_status", ["node_id", "status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_servers_owner_id"), ["owner_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_servers_status"), ["status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_servers_template_id"), ["template_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_servers_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "server_allocations",
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("node_id", sa.String(length=26), nullable=False),
+        sa.Column("container_port", sa.Integer(), nullable=False),
+        sa.Column("host_port", sa.Integer(), nullable=False),
+        sa.Column("is_primary", sa.Boolean(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["node_id"],
+            ["nodes.id"],
+            name=op.f("fk_server_allocations_node_id_nodes"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_server_allocations_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_server_allocations_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_server_allocations")),
+        sa.UniqueConstraint(
+            "node_id", "host_port", name=op.f("uq_server_allocations_node_id_host_port")
+        ),
+        sa.UniqueConstraint(
+            "server_id",
+            "container_port",
+            name=op.f("uq_server_allocations_server_id_container_port"),
+        ),
+    )
+    with op.batch_alter_table("server_allocations", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_server_allocations_server_id"), ["server_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_server_allocations_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "server_logs",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("stream", sa.String(length=16), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_server_logs_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_server_logs_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_server_logs")),
+    )
+    with op.batch_alter_table("server_logs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_server_logs_created_at"), ["created_at"], unique=False)
+        batch_op.create_index("ix_server_logs_server_id_seq", ["server_id", "seq"], unique=False)
+        batch_op.create_index(batch_op.f("ix_server_logs_tenant_id"), ["tenant_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("server_logs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_server_logs_tenant_id"))
+        batch_op.drop_index("ix_server_logs_server_id_seq")
+        batch_op.drop_index(batch_op.f("ix_server_logs_created_at"))
+
+    op.drop_table("server_logs")
+    with op.batch_alter_table("server_allocations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_server_allocations_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_server_allocations_server_id"))
+
+    op.drop_table("server_allocations")
+    with op.batch_alter_table("servers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_servers_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_servers_template_id"))
+        batch_op.drop_index(batch_op.f("ix_servers_status"))
+        batch_op.drop_index(batch_op.f("ix_servers_owner_id"))
+        batch_op.drop_index("ix_servers_node_id_status")
+
+    op.drop_table("servers")
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refresh_tokens_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_refresh_tokens_session_id"))
@@ -555,6 +843,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_recovery_codes_tenant_id"))
 
     op.drop_table("recovery_codes")
+    with op.batch_alter_table("nodes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_nodes_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_nodes_location_id"))
+
+    op.drop_table("nodes")
     with op.batch_alter_table("login_challenges", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_login_challenges_user_id"))
         batch_op.drop_index(batch_op.f("ix_login_challenges_tenant_id"))
@@ -579,6 +872,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_users_tenant_id"))
 
     op.drop_table("users")
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_templates_tenant_id"))
+
+    op.drop_table("templates")
     with op.batch_alter_table("roles", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_roles_builtin_name",
@@ -588,6 +885,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_roles_tenant_id"))
 
     op.drop_table("roles")
+    with op.batch_alter_table("locations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_locations_tenant_id"))
+
+    op.drop_table("locations")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_type"))
         batch_op.drop_index(batch_op.f("ix_jobs_tenant_id"))

@@ -1,0 +1,373 @@
+"""The agent's connection to the panel: dial out, handshake, serve requests.
+
+The agent dials ``ws(s)://panel/ws?nodeId=..&token=..`` (so nodes behind NAT
+work), sends ``node_handshake`` and waits for ``node_handshake_response``,
+then ``reconcile`` with every server's real state. While connected it sends
+a ``heartbeat`` every ``heartbeat_interval``, ``health_report`` every
+``health_interval``, ``resource_stats`` of running servers every
+``stats_interval`` and forwards the runtime's events (batched
+``console_output`` with sequence numbers, ``server_state_update``,
+``lines_dropped``). Panel requests run in their own tasks; a request with a
+``requestId`` is answered with ``response`` or ``error``.
+
+A lost connection is redialled with exponential backoff and full jitter
+(between half and all of ``min(max_delay, min_delay * 2**attempt)``); the
+attempt counter resets after a successful handshake. Servers keep running
+meanwhile and their output waits in the runtime (and the supervisors' ring
+logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from hostplane.agent import sysinfo
+from hostplane.agent.config import AgentSettings
+from hostplane.agent.runtime import (
+    AgentRuntimeError,
+    InstallFailed,
+    LinesLost,
+    OutputBatch,
+    ProcessRuntime,
+    RuntimeEvent,
+    StateChange,
+)
+from hostplane.protocol import (
+    ConsoleInput,
+    ConsoleOutput,
+    Error,
+    ExecuteCommand,
+    HealthReport,
+    Heartbeat,
+    InstallServer,
+    KillServer,
+    LinesDropped,
+    Message,
+    NodeHandshake,
+    NodeHandshakeResponse,
+    ProtocolError,
+    Reconcile,
+    ReconciledServer,
+    ResourceStats,
+    Response,
+    RestartServer,
+    ServerState,
+    ServerStateUpdate,
+    StartServer,
+    StopServer,
+    WireModel,
+    dump,
+    parse_message,
+    request_id_of,
+)
+
+logger = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+
+
+class HandshakeRejected(Exception):
+    """The panel answered the handshake with an error."""
+
+
+class AgentConnection:
+    """One agent's link to the panel. ``await run()`` until :meth:`close`."""
+
+    def __init__(self, settings: AgentSettings, runtime: ProcessRuntime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.connected = asyncio.Event()
+        self.handshakes = 0
+        self._ws: ClientConnection | None = None
+        self._closing = asyncio.Event()
+        self._pending: RuntimeEvent | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self._host_cpu = sysinfo.host_cpu_sample()
+
+    def url(self) -> str:
+        query = urlencode(
+            {"nodeId": self.settings.node_id, "token": self.settings.token.get_secret_value()}
+        )
+        separator = "&" if "?" in self.settings.panel_url else "?"
+        return f"{self.settings.panel_url}{separator}{query}"
+
+    async def close(self) -> None:
+        """Hang up and stop reconnecting; the servers keep running."""
+        self._closing.set()
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._closing.is_set():
+            try:
+                async with connect(self.url(), max_size=2**24, open_timeout=10) as ws:
+                    self._ws = ws
+                    await self._handshake(ws)
+                    attempt = 0
+                    await self._session(ws)
+            except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
+                logger.warning("panel connection lost: %s", exc)
+            except HandshakeRejected as exc:
+                logger.error("panel refused the handshake: %s", exc)
+            finally:
+                self._ws = None
+                self.connected.clear()
+            if self._closing.is_set():
+                break
+            ceiling = min(
+                self.settings.reconnect_max_delay,
+                self.settings.reconnect_min_delay * 2**attempt,
+            )
+            attempt = min(attempt + 1, 30)
+            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(
+            dump(
+                NodeHandshake(
+                    node_id=self.settings.node_id,
+                    token=self.settings.token.get_secret_value(),
+                    version=AGENT_VERSION,
+                )
+            )
+        )
+        raw = await asyncio.wait_for(ws.recv(), self.settings.handshake_timeout)
+        answer = parse_message(raw)
+        if isinstance(answer, Error):
+            raise HandshakeRejected(f"{answer.code}: {answer.message}")
+        if not isinstance(answer, NodeHandshakeResponse):
+            raise HandshakeRejected(f"expected node_handshake_response, got {answer.type}")
+        self.handshakes += 1
+        await self.send(await self.reconcile())
+        self.connected.set()
+
+    async def reconcile(self) -> Reconcile:
+        servers = []
+        for status in await self.runtime.list_servers():
+            if status.state == "unknown":
+                continue
+            servers.append(
+                ReconciledServer(
+                    server_id=status.server_id,
+                    state=_state(status.state),
+                    pid=status.pid if status.running else None,
+                    exit_code=status.exit_code,
+                    last_seq=status.last_seq,
+                )
+            )
+        return Reconcile(servers=servers)
+
+    async def send(self, message: WireModel) -> None:
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected to the panel")
+        await ws.send(dump(message))
+
+    async def _session(self, ws: ClientConnection) -> None:
+        tasks = [
+            asyncio.create_task(self._receive(ws)),
+            asyncio.create_task(self._every(self.settings.heartbeat_interval, self._heartbeat)),
+            asyncio.create_task(self._every(self.settings.health_interval, self._health)),
+            asyncio.create_task(self._every(self.settings.stats_interval, self._stats)),
+            asyncio.create_task(self._forward()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+
+    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await action()
+
+    async def _heartbeat(self) -> None:
+        await self.send(Heartbeat())
+
+    async def _health(self) -> None:
+        sample = sysinfo.host_cpu_sample()
+        cpu = sysinfo.host_cpu_percent(self._host_cpu, sample)
+        self._host_cpu = sample
+        used, total = sysinfo.memory_mb()
+        disk_used, disk_total = sysinfo.disk_mb(self.runtime.data_dir)
+        running = [s for s in await self.runtime.list_servers() if s.running]
+        await self.send(
+            HealthReport(
+                node_id=self.settings.node_id,
+                cpu_percent=round(cpu, 2),
+                memory_usage_mb=round(used, 1),
+                memory_total_mb=round(total, 1),
+                disk_usage_mb=round(disk_used, 1),
+                disk_total_mb=round(disk_total, 1),
+                container_count=len(running),
+                uptime_seconds=sysinfo.uptime_seconds(),
+            )
+        )
+
+    async def _stats(self) -> None:
+        for server_id in self.runtime.attached():
+            try:
+                stats = await self.runtime.stats(server_id)
+            except AgentRuntimeError:
+                continue
+            await self.send(
+                ResourceStats(server_id=server_id, cpu=stats.cpu_percent, memory_mb=stats.memory_mb)
+            )
+
+    async def _forward(self) -> None:
+        while True:
+            if self._pending is None:
+                self._pending = await self.runtime.next_event()
+            await self.send(_event_message(self._pending))
+            self._pending = None
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            try:
+                message = parse_message(raw)
+            except ProtocolError as exc:
+                await self.send(Error(code=exc.code, message=exc.message))
+                continue
+            task = asyncio.create_task(self._handle(message))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
+    async def _handle(self, message: Message) -> None:
+        request_id = request_id_of(message)
+        try:
+            data = await self.dispatch(message)
+        except AgentRuntimeError as exc:
+            await self._answer(Error(request_id=request_id, code=exc.code, message=str(exc)))
+            return
+        except (ConnectionError, websockets.WebSocketException):
+            return
+        if request_id is not None:
+            await self._answer(Response(request_id=request_id, data=data))
+
+    async def _answer(self, message: Response | Error) -> None:
+        with contextlib.suppress(ConnectionError, websockets.WebSocketException):
+            await self.send(message)
+
+    async def dispatch(self, message: Message) -> Any:
+        """Carry out one panel message; the return value is the response's ``data``."""
+        runtime = self.runtime
+        settings = self.settings
+        if isinstance(message, InstallServer):
+            return await self._install(message)
+        if isinstance(message, StartServer):
+            await self.send(ServerStateUpdate(server_id=message.server_id, state="starting"))
+            status = await runtime.start(
+                message.server_id,
+                message.template.start_command,
+                env=message.environment,
+                stop_command=message.effective_stop_command(),
+            )
+            return {"pid": status.pid, "sandbox": status.sandbox}
+        if isinstance(message, StopServer):
+            status = await runtime.stop(
+                message.server_id,
+                stop_timeout=message.timeout_seconds or settings.stop_timeout,
+                term_timeout=settings.term_timeout,
+            )
+            return {"state": status.state, "exitCode": status.exit_code}
+        if isinstance(message, RestartServer):
+            status = await runtime.restart(
+                message.server_id,
+                stop_timeout=message.timeout_seconds or settings.stop_timeout,
+                term_timeout=settings.term_timeout,
+            )
+            return {"pid": status.pid, "sandbox": status.sandbox}
+        if isinstance(message, KillServer):
+            status = await runtime.kill(message.server_id)
+            return {"state": status.state, "exitCode": status.exit_code}
+        if isinstance(message, ConsoleInput):
+            await runtime.send_input(message.server_id, message.data)
+            return None
+        if isinstance(message, ExecuteCommand):
+            await runtime.send_input(message.server_id, message.command + "\n")
+            return None
+        if isinstance(message, NodeHandshakeResponse | Heartbeat | Response | Error):
+            return None
+        raise NotSupported(f"{message.type} is not supported by this agent yet")
+
+    async def _install(self, message: InstallServer) -> Any:
+        script = message.script()
+        server_id = message.server_id
+        if not script:
+            return {"exitCode": 0}
+        await self.send(ServerStateUpdate(server_id=server_id, state="installing"))
+        try:
+            async for batch in self.runtime.install(
+                server_id, script, env=message.merged_environment()
+            ):
+                await self.send(
+                    ConsoleOutput(server_id=server_id, stream="system", data=_join(batch.lines))
+                )
+        except InstallFailed as exc:
+            await self.send(
+                ServerStateUpdate(
+                    server_id=server_id, state="stopped", message=str(exc), exit_code=exc.exit_code
+                )
+            )
+            raise
+        await self.send(ServerStateUpdate(server_id=server_id, state="stopped", exit_code=0))
+        return {"exitCode": 0}
+
+
+class NotSupported(AgentRuntimeError):
+    code = "NOT_SUPPORTED"
+
+
+def _join(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _state(value: str) -> ServerState:
+    states: dict[str, ServerState] = {
+        "stopped": "stopped",
+        "installing": "installing",
+        "starting": "starting",
+        "running": "running",
+        "stopping": "stopping",
+        "crashed": "crashed",
+        "suspended": "suspended",
+    }
+    return states.get(value, "stopped")
+
+
+def _event_message(event: RuntimeEvent) -> WireModel:
+    if isinstance(event, OutputBatch):
+        stream = "stderr" if event.stream == "stderr" else "stdout"
+        return ConsoleOutput(
+            server_id=event.server_id, stream=stream, data=_join(event.lines), seq=event.seq
+        )
+    if isinstance(event, LinesLost):
+        return LinesDropped(server_id=event.server_id, count=event.count)
+    if not isinstance(event, StateChange):  # pragma: no cover - exhaustive
+        raise TypeError(f"unknown runtime event {event!r}")
+    return ServerStateUpdate(
+        server_id=event.server_id,
+        state=_state(event.state),
+        exit_code=event.exit_code,
+        message=event.message,
+    )

@@ -1,0 +1,1 @@
+"""Infrastructure: locations, nodes, templates and the servers that run on them."""

@@ -1,0 +1,1 @@
+"""Locations: where nodes stand (a region, a data centre)."""

@@ -1,0 +1,1 @@
+"""Nodes: the machines that run the agent and host servers."""

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hostplane.core.db.base import Base, IdMixin, IdString, TimestampMixin
+from hostplane.core.db.tenancy import TenantScoped
+
+DEFAULT_PORT_RANGE = (25565, 25764)
+
+
+class Node(IdMixin, TenantScoped, TimestampMixin, Base):
+    """A machine running the agent. Its secret and deployment token are kept as SHA-256."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    location_id: Mapped[str | None] = mapped_column(
+        IdString, ForeignKey("locations.id", ondelete="SET NULL"), index=True
+    )
+    hostname: Mapped[str] = mapped_column(String(255))
+    public_address: Mapped[str] = mapped_column(String(255))
+    max_memory_mb: Mapped[int] = mapped_column(Integer)
+    max_cpu_cores: Mapped[float] = mapped_column(Float)
+    max_disk_mb: Mapped[int] = mapped_column(Integer)
+    # The pool of host ports servers on this node are given.
+    port_range_start: Mapped[int] = mapped_column(Integer, default=DEFAULT_PORT_RANGE[0])
+    port_range_end: Mapped[int] = mapped_column(Integer, default=DEFAULT_PORT_RANGE[1])
+
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    deployment_token_hash: Mapped[str | None] = mapped_column(String(64))
+    deployment_token_expires_at: Mapped[datetime | None] = mapped_column()
+
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+    health: Mapped[dict[str, Any] | None] = mapped_column()

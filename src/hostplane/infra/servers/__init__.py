@@ -1,0 +1,1 @@
+"""Servers: placement, lifecycle, power, allocations, subusers and console logs."""

@@ -1,0 +1,98 @@
+"""Console log history: what the agent streamed, kept for ``GET .../logs``.
+
+Retention keeps at most :data:`MAX_LINES_PER_SERVER` lines per server and
+nothing older than :data:`MAX_AGE`; :func:`prune_logs` enforces both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hostplane.core.clock import utcnow
+from hostplane.core.principal import Principal
+from hostplane.infra.servers.models import Server, ServerLog
+from hostplane.infra.servers.service import load_for
+
+STREAMS = ("stdout", "stderr", "system")
+MAX_LINES_PER_SERVER = 10_000
+MAX_AGE = timedelta(days=7)
+MAX_LINE_LENGTH = 16_384
+
+
+async def list_logs(
+    session: AsyncSession,
+    principal: Principal,
+    server_id: str,
+    *,
+    limit: int = 100,
+    stream: str | None = None,
+    before: int | None = None,
+) -> Sequence[ServerLog]:
+    """The newest ``limit`` lines (before ``before``, a ``seq``), oldest first."""
+    server = await load_for(session, principal, server_id, ("server.logs.read",))
+    statement = select(ServerLog).where(ServerLog.server_id == server.id)
+    if stream is not None:
+        statement = statement.where(ServerLog.stream == stream)
+    if before is not None:
+        statement = statement.where(ServerLog.seq < before)
+    rows = (await session.scalars(statement.order_by(ServerLog.seq.desc()).limit(limit))).all()
+    return list(reversed(rows))
+
+
+async def append_console(
+    session: AsyncSession, server_id: str, stream: str, lines: Iterable[str]
+) -> int:
+    """Store console output the agent sent; returns how many lines were kept."""
+    server = await session.get(Server, server_id)
+    if server is None:
+        return 0
+    if stream not in STREAMS:
+        stream = "stdout"
+    now = utcnow()
+    count = 0
+    for line in lines:
+        session.add(
+            ServerLog(
+                tenant_id=server.tenant_id,
+                server_id=server.id,
+                stream=stream,
+                data=line[:MAX_LINE_LENGTH],
+                created_at=now,
+            )
+        )
+        count += 1
+    await session.flush()
+    return count
+
+
+async def prune_logs(
+    session: AsyncSession,
+    *,
+    max_lines_per_server: int = MAX_LINES_PER_SERVER,
+    max_age: timedelta = MAX_AGE,
+) -> int:
+    """Delete lines older than ``max_age`` and beyond the newest ``max_lines_per_server``."""
+    deleted = 0
+    result = await session.execute(
+        delete(ServerLog).where(ServerLog.created_at < utcnow() - max_age)
+    )
+    deleted += int(getattr(result, "rowcount", 0) or 0)
+    server_ids = (await session.scalars(select(ServerLog.server_id).distinct())).all()
+    for server_id in server_ids:
+        cutoff = await session.scalar(
+            select(ServerLog.seq)
+            .where(ServerLog.server_id == server_id)
+            .order_by(ServerLog.seq.desc())
+            .offset(max_lines_per_server)
+            .limit(1)
+        )
+        if cutoff is not None:
+            result = await session.execute(
+                delete(ServerLog).where(ServerLog.server_id == server_id, ServerLog.seq <= cutoff)
+            )
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+    return deleted

@@ -1,0 +1,823 @@
+"""Servers: placement under capacity, the lifecycle, power and agent reports.
+
+One service behind every shape of the documents (Catalyst's ``/start``,
+QeinTech's ``/power {signal}``, SkyPANEL's ``/power {action}``). The service
+never talks to a socket: a command for an agent is published on the event
+bus after commit (topic ``node.<id>.commands``), and the gateway forwards it.
+
+Checks run in one order everywhere: the server exists in the tenant (404),
+the caller may act on it (403), it is not suspended (423), the lifecycle
+allows the change (409), the node is online (503).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+
+import structlog
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hostplane.core.clock import utcnow
+from hostplane.core.db.session import record_event
+from hostplane.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from hostplane.core.events.bus import Event
+from hostplane.core.pagination import PageMeta, PageParams, paginate
+from hostplane.core.principal import Principal
+from hostplane.identity.access import service as access
+from hostplane.identity.users import service as users
+from hostplane.infra.nodes import service as nodes
+from hostplane.infra.nodes.models import Node
+from hostplane.infra.servers import lifecycle
+from hostplane.infra.servers.lifecycle import LIVE, OFF, STATES
+from hostplane.infra.servers.models import Server, ServerAllocation
+from hostplane.infra.templates import service as templates
+from hostplane.infra.templates.models import Template
+
+log = structlog.get_logger(__name__)
+
+PowerAction = Literal["start", "stop", "restart", "kill"]
+RestartPolicy = Literal["always", "on-failure", "never"]
+RESTART_POLICIES: Final = ("always", "on-failure", "never")
+
+# Crash-loop guard: this many automatic restarts within the window and the
+# server stays crashed until someone starts it (or resets the count).
+CRASH_LOOP_LIMIT: Final = 3
+CRASH_LOOP_WINDOW: Final = timedelta(minutes=10)
+
+RESOURCE_FIELDS: Final = ("allocated_memory_mb", "allocated_cpu_cores", "allocated_disk_mb")
+
+# Permissions that admit each action; the first is Catalyst's, the others the
+# equivalents of QeinTech and Pterodactyl (a subuser granted control.power may power).
+POWER_PERMISSIONS: Final[dict[str, tuple[str, ...]]] = {
+    "start": ("server.start", "control.power", "control.start"),
+    "stop": ("server.stop", "control.power", "control.stop"),
+    "restart": ("server.restart", "control.power", "control.restart"),
+    "kill": ("server.kill", "control.power", "control.stop"),
+}
+COMMAND_PERMISSIONS: Final = ("server.console", "control.console")
+INSTALL_PERMISSIONS: Final = ("server.install", "settings.reinstall")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+
+
+class ServerNotFound(NotFound):
+    def __init__(self, server_id: str) -> None:
+        super().__init__("server", server_id)
+
+
+class InsufficientResources(ValidationFailed):
+    def __init__(self, shortfalls: dict[str, dict[str, float]]) -> None:
+        super().__init__("Node does not have enough resources", details={"shortfalls": shortfalls})
+
+
+@dataclass(frozen=True)
+class Usage:
+    memory_mb: int
+    cpu_cores: float
+    disk_mb: int
+
+
+# --- loading and authorizing ----------------------------------------------------------------
+
+
+async def get_server(session: AsyncSession, server_id: str, *, for_update: bool = False) -> Server:
+    statement = select(Server).where(Server.id == server_id)
+    if for_update:
+        statement = statement.with_for_update()
+    server = await session.scalar(statement)
+    if server is None:
+        raise ServerNotFound(server_id)
+    return server
+
+
+async def authorize_any(
+    session: AsyncSession, principal: Principal, permissions: Iterable[str], server: Server
+) -> None:
+    """Pass when any of ``permissions`` is allowed on ``server``; else 403 naming the first."""
+    wanted = tuple(permissions)
+    for permission in wanted:
+        if await access.allowed(session, principal, permission, server, resource_type="server"):
+            return
+    raise access.AccessDenied(wanted[0])
+
+
+async def load_for(
+    session: AsyncSession,
+    principal: Principal,
+    server_id: str,
+    permissions: Iterable[str],
+    *,
+    for_update: bool = False,
+) -> Server:
+    """The server, if the caller may do one of ``permissions`` on it (404, then 403)."""
+    server = await get_server(session, server_id, for_update=for_update)
+    await authorize_any(session, principal, permissions, server)
+    return server
+
+
+def _visible_to(statement: Select[Server], principal: Principal) -> Select[Server]:
+    if principal.has("server.read"):
+        return statement
+    if principal.user_id is None:
+        return statement.where(Server.id.is_(None))
+    granted = access.granted_resource_ids(resource_type="server", user_id=principal.user_id)
+    return statement.where(or_(Server.owner_id == principal.user_id, Server.id.in_(granted)))
+
+
+async def list_servers(
+    session: AsyncSession,
+    principal: Principal,
+    params: PageParams,
+    *,
+    node_id: str | None = None,
+    status: str | None = None,
+    owner_id: str | None = None,
+) -> tuple[Sequence[Server], PageMeta]:
+    """Servers the caller can see: all of the tenant's with a global ``server.read``, else
+    the ones they own or hold a grant on."""
+    if not principal.within_scopes("server.read"):
+        raise access.AccessDenied("server.read")
+    statement = _visible_to(select(Server), principal)
+    if node_id is not None:
+        statement = statement.where(Server.node_id == node_id)
+    if status is not None:
+        statement = statement.where(Server.status == status)
+    if owner_id is not None:
+        statement = statement.where(Server.owner_id == owner_id)
+    return await paginate(session, statement.order_by(Server.id.desc()), params)
+
+
+async def summaries_by_node(
+    session: AsyncSession, node_ids: Sequence[str]
+) -> dict[str, list[Server]]:
+    """The servers placed on each node (for node listings)."""
+    found: dict[str, list[Server]] = {node_id: [] for node_id in node_ids}
+    if not node_ids:
+        return found
+    rows = await session.scalars(
+        select(Server).where(Server.node_id.in_(node_ids)).order_by(Server.name, Server.id)
+    )
+    for server in rows:
+        found[server.node_id].append(server)
+    return found
+
+
+async def ensure_node_empty(session: AsyncSession, node_id: str) -> None:
+    """400 while servers are placed on the node (Catalyst's documented refusal)."""
+    count = await session.scalar(select(func.count()).where(Server.node_id == node_id))
+    if count:
+        raise ValidationFailed("Cannot delete node with active servers", details={"servers": count})
+
+
+async def ensure_template_unused(session: AsyncSession, template_id: str) -> None:
+    count = await session.scalar(select(func.count()).where(Server.template_id == template_id))
+    if count:
+        raise Conflict("Template is used by servers", details={"servers": count})
+
+
+# --- capacity ---------------------------------------------------------------------------------
+
+
+async def node_usage(session: AsyncSession, node_id: str, *, excluding: str | None = None) -> Usage:
+    statement = select(
+        func.coalesce(func.sum(Server.allocated_memory_mb), 0),
+        func.coalesce(func.sum(Server.allocated_cpu_cores), 0.0),
+        func.coalesce(func.sum(Server.allocated_disk_mb), 0),
+    ).where(Server.node_id == node_id)
+    if excluding is not None:
+        statement = statement.where(Server.id != excluding)
+    memory, cpu, disk = (await session.execute(statement)).one()
+    return Usage(memory_mb=int(memory), cpu_cores=float(cpu), disk_mb=int(disk))
+
+
+async def _check_capacity(
+    session: AsyncSession,
+    node: Node,
+    *,
+    memory_mb: int,
+    cpu_cores: float,
+    disk_mb: int,
+    excluding: str | None = None,
+) -> None:
+    """400 unless the node (whose row the caller has locked) fits the request."""
+    used = await node_usage(session, node.id, excluding=excluding)
+    shortfalls: dict[str, dict[str, float]] = {}
+    for name, requested, capacity, taken in (
+        ("memoryMb", memory_mb, node.max_memory_mb, used.memory_mb),
+        ("cpuCores", cpu_cores, node.max_cpu_cores, used.cpu_cores),
+        ("diskMb", disk_mb, node.max_disk_mb, used.disk_mb),
+    ):
+        available = capacity - taken
+        if requested > available + 1e-9:
+            shortfalls[name] = {"requested": requested, "available": max(available, 0)}
+    if shortfalls:
+        raise InsufficientResources(shortfalls)
+
+
+# --- ports ------------------------------------------------------------------------------------
+
+
+async def used_host_ports(session: AsyncSession, node_id: str) -> set[int]:
+    rows = await session.scalars(
+        select(ServerAllocation.host_port).where(ServerAllocation.node_id == node_id)
+    )
+    return set(rows.all())
+
+
+def check_in_pool(node: Node, host_port: int) -> None:
+    if not node.port_range_start <= host_port <= node.port_range_end:
+        raise ValidationFailed(
+            f"Port {host_port} is outside the node's pool "
+            f"({node.port_range_start}-{node.port_range_end})",
+            details={"hostPort": host_port},
+        )
+
+
+def free_port(node: Node, used: set[int]) -> int:
+    for port in range(node.port_range_start, node.port_range_end + 1):
+        if port not in used:
+            return port
+    raise Conflict("The node has no free ports left", code="NO_FREE_PORTS")
+
+
+async def allocations_of(session: AsyncSession, server_id: str) -> Sequence[ServerAllocation]:
+    rows = await session.scalars(
+        select(ServerAllocation)
+        .where(ServerAllocation.server_id == server_id)
+        .order_by(ServerAllocation.is_primary.desc(), ServerAllocation.container_port)
+    )
+    return rows.all()
+
+
+# --- rendering and commands -------------------------------------------------------------------
+
+
+def builtin_variables(server: Server, node: Node, bindings: Mapping[int, int]) -> dict[str, str]:
+    """Variables every template may use (Pterodactyl's names)."""
+    values = {
+        "SERVER_MEMORY": str(server.allocated_memory_mb),
+        "SERVER_IP": "0.0.0.0",  # noqa: S104 - the server listens on every interface of its node
+        "SERVER_UUID": server.uuid,
+        "SERVER_NAME": server.name,
+    }
+    if server.primary_port is not None:
+        values["SERVER_PORT"] = str(server.primary_port)
+        if server.primary_port in bindings:
+            values["SERVER_HOST_PORT"] = str(bindings[server.primary_port])
+    values["SERVER_PUBLIC_ADDRESS"] = node.public_address
+    return values
+
+
+def variables_for(
+    server: Server, node: Node, bindings: Mapping[int, int], environment: Mapping[str, Any]
+) -> dict[str, str]:
+    return builtin_variables(server, node, bindings) | {k: str(v) for k, v in environment.items()}
+
+
+async def _bindings(session: AsyncSession, server: Server) -> dict[int, int]:
+    return {a.container_port: a.host_port for a in await allocations_of(session, server.id)}
+
+
+async def agent_command(session: AsyncSession, server_id: str, kind: str) -> dict[str, Any] | None:
+    """The full agent message of ``kind`` for a server (``start_server``, ``install_server``, ...).
+
+    For the gateway: :func:`apply_state_report` returns message kinds; this builds them.
+    """
+    server = await session.get(Server, server_id)
+    if server is None:
+        return None
+    node = await session.get(Node, server.node_id)
+    template = await session.get(Template, server.template_id)
+    if node is None or template is None:
+        return None
+    return await _message(session, server, node, template, kind)
+
+
+async def _message(
+    session: AsyncSession,
+    server: Server,
+    node: Node,
+    template: Template,
+    kind: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": kind,
+        "serverId": server.id,
+        "serverUuid": server.uuid,
+        "suspended": server.status == "suspended",
+    }
+    if kind in ("install_server", "start_server", "restart_server"):
+        bindings = await _bindings(session, server)
+        command, environment = templates.render(
+            template, variables_for(server, node, bindings, server.environment)
+        )
+        template_part: dict[str, Any] = {
+            "dockerImage": template.docker_image,
+            "startCommand": command,
+            "stopCommand": template.stop_command,
+            "environment": environment,
+        }
+        if kind == "install_server":
+            template_part |= {
+                "installScript": template.install_script,
+                "installImage": template.install_image,
+                "configFiles": template.features.get("configFiles", []),
+            }
+        base |= {
+            "template": template_part,
+            "startCommand": command,
+            "environment": environment,
+            "allocatedMemoryMb": server.allocated_memory_mb,
+            "allocatedCpuCores": server.allocated_cpu_cores,
+            "allocatedDiskMb": server.allocated_disk_mb,
+            "primaryPort": server.primary_port,
+            "portBindings": {str(c): h for c, h in bindings.items()},
+            "networkMode": server.network_mode,
+            "containerName": server.container_name,
+        }
+    elif kind in ("stop_server", "kill_server"):
+        base["stopCommand"] = template.stop_command
+    return base | extra
+
+
+def publish_command(
+    session: AsyncSession, node_id: str, message: dict[str, Any], *, tenant_id: str | None
+) -> None:
+    """Hand ``message`` to the node's agent (through the gateway) once the transaction commits."""
+    record_event(
+        session,
+        Event("node.command", {"nodeId": node_id, "message": message}, tenant_id=tenant_id),
+        topic=f"node.{node_id}.commands",
+    )
+
+
+async def _send(
+    session: AsyncSession, server: Server, node: Node, kind: str, **extra: Any
+) -> dict[str, Any]:
+    template = await templates.get_template(session, server.template_id)
+    message = await _message(session, server, node, template, kind, **extra)
+    publish_command(session, node.id, message, tenant_id=server.tenant_id)
+    return message
+
+
+def _set_status(
+    session: AsyncSession, server: Server, status: str, *, reason: str | None = None
+) -> None:
+    previous = server.status
+    if previous == status:
+        return
+    server.status = status
+    server.status_changed_at = utcnow()
+    record_event(
+        session,
+        Event(
+            "server.state_changed",
+            {"serverId": server.id, "state": status, "previous": previous, "message": reason},
+            tenant_id=server.tenant_id,
+        ),
+        topic=f"server.{server.id}.state",
+    )
+
+
+# --- create, update, delete -------------------------------------------------------------------
+
+
+def _validate_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValidationFailed(
+            "Server names use letters, digits, spaces, dots, dashes and underscores"
+        )
+
+
+async def create_server(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    template_id: str,
+    node_id: str,
+    allocated_memory_mb: int,
+    allocated_cpu_cores: float,
+    allocated_disk_mb: int,
+    description: str | None = None,
+    owner_id: str | None = None,
+    primary_port: int | None = None,
+    port_bindings: Mapping[int, int] | None = None,
+    network_mode: str = "bridge",
+    environment: Mapping[str, str] | None = None,
+    restart_policy: RestartPolicy = "on-failure",
+    max_crash_count: int = 5,
+) -> Server:
+    """Place a new server on a node (status ``stopped``; install it next).
+
+    404 for an unknown template or node, 400 for missing template variables,
+    400 when the node lacks memory, CPU or disk, 409 for a taken host port.
+    """
+    _validate_name(name)
+    template = await templates.get_template(session, template_id)
+    node = await nodes.get_node(session, node_id, for_update=True)
+    owner = owner_id or principal.user_id
+    if owner is None:
+        raise ValidationFailed("ownerId is required when the caller is not a user")
+    if owner != principal.user_id:
+        await users.get_user(session, owner)
+
+    bindings: dict[int, int] = dict(port_bindings or {})
+    used = await used_host_ports(session, node.id)
+    if not bindings:
+        host = primary_port if primary_port is not None else free_port(node, used)
+        bindings = {host: host}
+    if primary_port is None:
+        primary_port = next(iter(bindings))
+    if primary_port not in bindings:
+        raise ValidationFailed("primaryPort must be one of the portBindings' container ports")
+    for host in bindings.values():
+        check_in_pool(node, host)
+        if host in used:
+            raise Conflict(
+                f"Port {host} is already allocated on this node", details={"hostPort": host}
+            )
+    if len(set(bindings.values())) != len(bindings):
+        raise ValidationFailed("Two port bindings use the same host port")
+
+    server_uuid = str(uuid.uuid4())
+    server = Server(
+        uuid=server_uuid,
+        container_name=f"hostplane-{server_uuid[:8]}",
+        name=name,
+        description=description,
+        owner_id=owner,
+        node_id=node.id,
+        template_id=template.id,
+        status="stopped",
+        allocated_memory_mb=allocated_memory_mb,
+        allocated_cpu_cores=allocated_cpu_cores,
+        allocated_disk_mb=allocated_disk_mb,
+        primary_port=primary_port,
+        network_mode=network_mode,
+        environment=dict(environment or {}),
+        restart_policy=restart_policy,
+        max_crash_count=max_crash_count,
+        recent_crashes=[],
+    )
+    # Variables first (the caller can fix them), then capacity.
+    templates.render(template, variables_for(server, node, bindings, server.environment))
+    await _check_capacity(
+        session,
+        node,
+        memory_mb=allocated_memory_mb,
+        cpu_cores=allocated_cpu_cores,
+        disk_mb=allocated_disk_mb,
+    )
+    session.add(server)
+    await session.flush()
+    for container, host in bindings.items():
+        session.add(
+            ServerAllocation(
+                server_id=server.id,
+                node_id=node.id,
+                container_port=container,
+                host_port=host,
+                is_primary=container == primary_port,
+            )
+        )
+    await session.flush()
+    record_event(
+        session,
+        Event(
+            "server.created", {"serverId": server.id, "nodeId": node.id}, tenant_id=server.tenant_id
+        ),
+    )
+    return server
+
+
+async def update_server(
+    session: AsyncSession, principal: Principal, server_id: str, changes: Mapping[str, Any]
+) -> Server:
+    """Change a server. Resources (memory, CPU, disk) and the owner are an operator's
+    (global ``server.update``) and need a stopped server; owners rename and set variables."""
+    server = await load_for(session, principal, server_id, ("server.update",))
+    lifecycle.ensure_not_suspended(server.status)
+    resources = {k: v for k, v in changes.items() if k in RESOURCE_FIELDS and v is not None}
+    if (resources or "owner_id" in changes) and not principal.has("server.update"):
+        raise Forbidden(
+            "Changing a server's resources or owner is for operators",
+            details={"permission": "server.update"},
+        )
+    if "name" in changes and changes["name"] is not None:
+        _validate_name(changes["name"])
+        server.name = changes["name"]
+    if "description" in changes:
+        server.description = changes["description"]
+    if changes.get("owner_id") is not None:
+        await users.get_user(session, changes["owner_id"])
+        server.owner_id = changes["owner_id"]
+    if resources:
+        lifecycle.ensure_off(server.status, action="change its resources")
+        node = await nodes.get_node(session, server.node_id, for_update=True)
+        wanted = {field: resources.get(field, getattr(server, field)) for field in RESOURCE_FIELDS}
+        await _check_capacity(
+            session,
+            node,
+            memory_mb=wanted["allocated_memory_mb"],
+            cpu_cores=wanted["allocated_cpu_cores"],
+            disk_mb=wanted["allocated_disk_mb"],
+            excluding=server.id,
+        )
+        for field, value in wanted.items():
+            setattr(server, field, value)
+    if changes.get("environment") is not None:
+        node = await nodes.get_node(session, server.node_id)
+        template = await templates.get_template(session, server.template_id)
+        environment = {k: str(v) for k, v in changes["environment"].items()}
+        templates.render(
+            template, variables_for(server, node, await _bindings(session, server), environment)
+        )
+        server.environment = environment
+    await session.flush()
+    return server
+
+
+async def delete_server(session: AsyncSession, principal: Principal, server_id: str) -> None:
+    """Delete a stopped server, its ports, grants and logs; tells the agent to remove it.
+
+    Suspended servers answer 423 except to operators (global ``server.delete``),
+    who remove them without unsuspending first.
+    """
+    server = await load_for(session, principal, server_id, ("server.delete",), for_update=True)
+    if server.status == "suspended" and not principal.has("server.delete"):
+        lifecycle.ensure_not_suspended(server.status)
+    if server.status != "suspended":
+        lifecycle.ensure_off(server.status, action="delete it")
+    for grant in await access.grants_on(session, resource_type="server", resource_id=server.id):
+        await session.delete(grant)
+    node = await nodes.get_node(session, server.node_id)
+    publish_command(
+        session,
+        node.id,
+        {"type": "delete_server", "serverId": server.id, "serverUuid": server.uuid},
+        tenant_id=server.tenant_id,
+    )
+    await session.execute(delete(ServerAllocation).where(ServerAllocation.server_id == server.id))
+    await session.delete(server)
+    await session.flush()
+    record_event(
+        session, Event("server.deleted", {"serverId": server_id}, tenant_id=server.tenant_id)
+    )
+
+
+# --- suspension -------------------------------------------------------------------------------
+
+
+async def suspend_server(
+    session: AsyncSession, principal: Principal, server_id: str, *, reason: str | None = None
+) -> Server:
+    """Suspend (global ``server.suspend``): stops the server if it runs; 409 if already."""
+    server = await load_for(session, principal, server_id, ("server.suspend",), for_update=True)
+    if server.status == "suspended":
+        raise Conflict("Server is already suspended", details={"status": server.status})
+    lifecycle.check_transition(server.status, "suspended", action="suspend")
+    node = await nodes.get_node(session, server.node_id)
+    was_live = server.status not in OFF
+    server.suspended_at = utcnow()
+    server.suspended_by_user_id = principal.user_id
+    server.suspension_reason = reason
+    _set_status(session, server, "suspended", reason=reason)
+    if was_live and nodes.is_online(node):
+        await _send(session, server, node, "stop_server")
+    await session.flush()
+    return server
+
+
+async def unsuspend_server(session: AsyncSession, principal: Principal, server_id: str) -> Server:
+    server = await load_for(session, principal, server_id, ("server.suspend",), for_update=True)
+    if server.status != "suspended":
+        raise Conflict("Server is not suspended", details={"status": server.status})
+    server.suspended_at = None
+    server.suspended_by_user_id = None
+    server.suspension_reason = None
+    _set_status(session, server, "stopped")
+    await session.flush()
+    return server
+
+
+# --- lifecycle actions ------------------------------------------------------------------------
+
+
+async def install_server(session: AsyncSession, principal: Principal, server_id: str) -> Server:
+    """Send ``install_server``; the agent reports ``stopped`` when it is ready."""
+    server = await load_for(session, principal, server_id, INSTALL_PERMISSIONS, for_update=True)
+    lifecycle.check_transition(server.status, "installing", action="install")
+    node = await nodes.get_node(session, server.node_id)
+    nodes.ensure_online(node)
+    await _send(session, server, node, "install_server")
+    _set_status(session, server, "installing")
+    await session.flush()
+    return server
+
+
+async def power(
+    session: AsyncSession,
+    principal: Principal,
+    server_id: str,
+    action: PowerAction,
+    *,
+    stop_timeout: int | None = None,
+) -> Server:
+    """Start, stop, restart or kill: every power route of every document lands here."""
+    server = await load_for(
+        session, principal, server_id, POWER_PERMISSIONS[action], for_update=True
+    )
+    lifecycle.ensure_not_suspended(server.status)
+    current = server.status
+    if action == "start":
+        if current not in OFF:
+            raise lifecycle.InvalidTransition(current, "starting", "start")
+        target = lifecycle.check_transition(current, "starting", action="start")
+        kind = "start_server"
+    elif action == "stop":
+        if current not in LIVE:
+            raise lifecycle.InvalidTransition(current, "stopping", "stop")
+        target = "stopping"
+        kind = "stop_server"
+    elif action == "restart":
+        # A restart of something that is not running is a start.
+        if current in LIVE:
+            target, kind = "stopping", "restart_server"
+        elif current in OFF:
+            target, kind = "starting", "start_server"
+        else:
+            raise lifecycle.InvalidTransition(current, "starting", "restart")
+    else:
+        if current not in ("starting", "running", "stopping"):
+            raise lifecycle.InvalidTransition(current, "stopped", "kill")
+        target = "stopping"
+        kind = "kill_server"
+    node = await nodes.get_node(session, server.node_id)
+    nodes.ensure_online(node)
+    extra: dict[str, Any] = (
+        {"timeout": stop_timeout} if stop_timeout is not None and kind == "stop_server" else {}
+    )
+    await _send(session, server, node, kind, **extra)
+    if action == "start":
+        # Someone started it by hand: the crash-loop window starts over.
+        server.recent_crashes = []
+    _set_status(session, server, target)
+    await session.flush()
+    return server
+
+
+async def send_command(
+    session: AsyncSession, principal: Principal, server_id: str, command: str
+) -> Server:
+    """Send a line to the server's stdin (``execute_command``); 409 unless it runs."""
+    server = await load_for(session, principal, server_id, COMMAND_PERMISSIONS)
+    lifecycle.ensure_not_suspended(server.status)
+    if server.status not in LIVE:
+        raise Conflict(
+            f"Server is not running (it is {server.status})", details={"status": server.status}
+        )
+    node = await nodes.get_node(session, server.node_id)
+    nodes.ensure_online(node)
+    await _send(session, server, node, "execute_command", command=command)
+    return server
+
+
+async def reset_crash_count(session: AsyncSession, principal: Principal, server_id: str) -> Server:
+    server = await load_for(session, principal, server_id, ("server.update",), for_update=True)
+    lifecycle.ensure_not_suspended(server.status)
+    server.crash_count = 0
+    server.recent_crashes = []
+    await session.flush()
+    return server
+
+
+async def set_restart_policy(
+    session: AsyncSession,
+    principal: Principal,
+    server_id: str,
+    *,
+    restart_policy: RestartPolicy | None,
+    max_crash_count: int | None,
+) -> Server:
+    server = await load_for(session, principal, server_id, ("server.update",), for_update=True)
+    lifecycle.ensure_not_suspended(server.status)
+    if restart_policy is not None:
+        server.restart_policy = restart_policy
+    if max_crash_count is not None:
+        server.max_crash_count = max_crash_count
+    await session.flush()
+    return server
+
+
+# --- what the agent reports -------------------------------------------------------------------
+
+
+def _recent(server: Server, now: datetime) -> list[str]:
+    cutoff = now - CRASH_LOOP_WINDOW
+    return [t for t in server.recent_crashes or [] if datetime.fromisoformat(t) >= cutoff]
+
+
+async def apply_state_report(
+    session: AsyncSession, server_id: str, state: str, exit_code: int | None = None
+) -> list[str]:
+    """Apply a ``server_state_update`` from the agent; returns the message kinds to send back.
+
+    The agent reports reality, so any known state is recorded (a change outside
+    the table is logged, not refused). An exit the panel did not ask for (state
+    ``crashed``, or ``stopped`` with a non-zero exit code while running) counts
+    as a crash. The restart policy then decides: ``always`` restarts after any
+    unexpected exit, ``on-failure`` after crashes, ``never`` does not; and
+    nothing restarts once ``crash_count`` reaches ``max_crash_count`` or after
+    :data:`CRASH_LOOP_LIMIT` automatic restarts within :data:`CRASH_LOOP_WINDOW`
+    (the crash-loop guard). A suspended server that reports running gets a stop.
+    """
+    server = await session.get(Server, server_id)
+    if server is None or state not in STATES or state == "suspended":
+        return []
+    previous = server.status
+    if exit_code is not None:
+        server.last_exit_code = exit_code
+    if previous == "suspended":
+        return ["stop_server"] if state in LIVE else []
+    if previous == "transferring" and state != "crashed":
+        return []
+    was_live = previous in LIVE
+    crashed = state == "crashed" or (
+        state == "stopped" and was_live and exit_code is not None and exit_code != 0
+    )
+    clean_exit = state == "stopped" and was_live and not crashed
+    now = utcnow()
+    if not crashed and not clean_exit:
+        if not lifecycle.can_transition(previous, state) and previous != state:
+            log.info(
+                "servers.unexpected_transition", server_id=server.id, previous=previous, state=state
+            )
+        _set_status(session, server, state)
+        await session.flush()
+        return []
+
+    if crashed:
+        server.crash_count += 1
+        server.last_crash_at = now
+        _set_status(
+            session,
+            server,
+            "crashed",
+            reason=f"exit code {exit_code}" if exit_code is not None else None,
+        )
+    recent = _recent(server, now)
+    wants_restart = server.restart_policy == "always" or (
+        crashed and server.restart_policy == "on-failure"
+    )
+    below_limit = server.crash_count < server.max_crash_count
+    looping = len(recent) >= CRASH_LOOP_LIMIT
+    if wants_restart and below_limit and not looping:
+        server.recent_crashes = [*recent, now.isoformat()]
+        _set_status(session, server, "starting", reason="restarted by policy")
+        await session.flush()
+        return ["start_server"]
+    server.recent_crashes = recent
+    if looping:
+        log.warning("servers.crash_loop", server_id=server.id, crashes=len(recent))
+    if clean_exit:
+        _set_status(session, server, "stopped")
+    await session.flush()
+    return []
+
+
+async def record_stats(session: AsyncSession, server_id: str, stats: Mapping[str, Any]) -> None:
+    """Keep the latest ``resource_stats`` of a server (``GET .../resources`` reads them)."""
+    server = await session.get(Server, server_id)
+    if server is None:
+        return
+    server.cpu_usage = _number(stats.get("cpu"), float)
+    server.memory_usage_mb = _number(stats.get("memoryMb"), int)
+    server.disk_usage_mb = _number(stats.get("diskUsageMb"), int)
+    server.network_sent = _number(stats.get("networkSent"), int)
+    server.network_received = _number(stats.get("networkReceived"), int)
+    server.stats_at = utcnow()
+    await session.flush()
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return kind(value)
+
+
+async def resources_of(session: AsyncSession, principal: Principal, server_id: str) -> Server:
+    return await load_for(session, principal, server_id, ("server.read",))
+
+
+async def node_and_template(session: AsyncSession, server: Server) -> tuple[Node, Template]:
+    node = await nodes.get_node(session, server.node_id)
+    template = await templates.get_template(session, server.template_id)
+    return node, template

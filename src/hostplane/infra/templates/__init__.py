@@ -1,0 +1,1 @@
+"""Templates: how a kind of server is installed, started and stopped."""

@@ -1,0 +1,222 @@
+"""An agent's session: handshake, then commands out and reports in.
+
+The agent authenticates with its node id and secret (or deployment token),
+sends ``node_handshake``, and from then on: commands published for its node
+(``node.<id>.commands``) are forwarded to it; its reports update the servers
+(state, crashes and restart policy, stats), and its console output is
+published for subscribed clients on any replica and kept for ``GET .../logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from hostplane.core.clock import utcnow
+from hostplane.core.db.tenancy import scope_to_tenant
+from hostplane.core.errors import NotFound
+from hostplane.core.events.bus import Event
+from hostplane.core.runtime import Runtime
+from hostplane.infra.nodes import service as nodes
+from hostplane.infra.servers import logs as server_logs
+from hostplane.infra.servers import service as servers
+from hostplane.protocol.messages import (
+    ConsoleOutput,
+    HealthReport,
+    Heartbeat,
+    NodeHandshake,
+    NodeHandshakeResponse,
+    ProtocolError,
+    Reconcile,
+    ResourceStats,
+    ServerLog,
+    ServerStateUpdate,
+    dump,
+    parse_message,
+)
+from hostplane.realtime import topics
+
+log = structlog.get_logger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+# Console lines are stored in batches: one transaction per flush, not per line.
+LOG_FLUSH_SECONDS = 1.0
+# Heartbeats arrive every 30 s; recording each is plenty, but never more
+# often than this.
+SEEN_WRITE_SECONDS = 10.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PROTOCOL = 4400
+
+
+class AgentSession:
+    def __init__(
+        self, websocket: WebSocket, runtime: Runtime, node_id: str, tenant_id: str
+    ) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.node_id = node_id
+        self.tenant_id = tenant_id
+        self._pending_logs: dict[tuple[str, str], list[str]] = {}
+        self._last_seen_write = 0.0
+
+    async def run(self) -> None:
+        async with self.runtime.bus.subscribe(topics.node_commands(self.node_id)) as commands:
+            tasks = [
+                asyncio.create_task(self._forward_commands(commands)),
+                asyncio.create_task(self._flush_logs_periodically()),
+            ]
+            try:
+                await self._read()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._flush_logs()
+
+    async def _forward_commands(self, commands: Any) -> None:
+        async for event in commands:
+            message = event.data.get("message")
+            if isinstance(message, dict):
+                await self.websocket.send_json(message)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                raw = await self.websocket.receive_text()
+            except WebSocketDisconnect:
+                return
+            try:
+                message = parse_message(raw)
+            except ProtocolError as exc:
+                await self.websocket.send_json(
+                    {"type": "error", "code": exc.code, "message": str(exc)}
+                )
+                continue
+            await self._handle(message)
+
+    async def _handle(self, message: Any) -> None:
+        if isinstance(message, ConsoleOutput):
+            await self._console(message)
+        elif isinstance(message, ServerStateUpdate):
+            await self._state(message.server_id, message.state, message.exit_code)
+        elif isinstance(message, Reconcile):
+            for server in message.servers:
+                await self._state(server.server_id, server.state, server.exit_code)
+        elif isinstance(message, ResourceStats):
+            await self._stats(message)
+        elif isinstance(message, Heartbeat | HealthReport):
+            health = (
+                message.model_dump(mode="json", by_alias=True)
+                if isinstance(message, HealthReport)
+                else None
+            )
+            await self._seen(health, force=health is not None)
+
+    async def mark_seen(self) -> None:
+        await self._seen(force=True)
+
+    async def _seen(self, health: dict[str, Any] | None = None, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_seen_write < SEEN_WRITE_SECONDS:
+            return
+        self._last_seen_write = now
+        async with self.runtime.unit_of_work() as session:
+            await nodes.mark_seen(session, self.node_id, health)
+
+    async def _state(self, server_id: str, state: str, exit_code: int | None) -> None:
+        async with self.runtime.unit_of_work() as session:
+            scope_to_tenant(session, self.tenant_id)
+            try:
+                server = await servers.get_server(session, server_id)
+            except NotFound:
+                server = None
+            if server is None or server.node_id != self.node_id:
+                # An agent speaks only for the servers placed on its node.
+                log.warning(
+                    "gateway.foreign_server_report", node_id=self.node_id, server_id=server_id
+                )
+                return
+            replies = await servers.apply_state_report(session, server_id, state, exit_code)
+            for kind in replies:
+                command = await servers.agent_command(session, server_id, kind)
+                if command is not None:
+                    servers.publish_command(
+                        session, self.node_id, command, tenant_id=server.tenant_id
+                    )
+
+    async def _stats(self, message: ResourceStats) -> None:
+        payload = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+        async with self.runtime.unit_of_work() as session:
+            await servers.record_stats(session, message.server_id, payload)
+        await self._publish(topics.server_stats(message.server_id), "server.stats", payload)
+
+    async def _console(self, message: ConsoleOutput) -> None:
+        frame = ServerLog(
+            server_id=message.server_id,
+            stream=message.stream,
+            data=message.data,
+            timestamp=utcnow(),
+            seq=message.seq,
+        )
+        lines = message.lines()
+        await self._publish(
+            topics.server_console(message.server_id),
+            "server.console",
+            {"frame": dump(frame), "lines": len(lines), "seq": message.seq},
+        )
+        self._pending_logs.setdefault((message.server_id, message.stream), []).extend(lines)
+
+    async def _publish(self, topic: str, kind: str, data: dict[str, Any]) -> None:
+        try:
+            await self.runtime.bus.publish(Event(kind, data, tenant_id=self.tenant_id), topic=topic)
+        except ConnectionError as exc:
+            log.warning("gateway.publish_failed", topic=topic, error=str(exc))
+
+    async def _flush_logs_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            await self._flush_logs()
+
+    async def _flush_logs(self) -> None:
+        if not self._pending_logs:
+            return
+        pending, self._pending_logs = self._pending_logs, {}
+        try:
+            async with self.runtime.unit_of_work() as session:
+                for (server_id, stream), lines in pending.items():
+                    await server_logs.append_console(session, server_id, stream, lines)
+        except Exception:
+            log.exception("gateway.log_store_failed", node_id=self.node_id)
+
+
+async def serve_agent(websocket: WebSocket, runtime: Runtime, node_id: str, token: str) -> None:
+    async with runtime.unit_of_work() as session:
+        node = await nodes.authenticate_node(session, node_id, token)
+        tenant_id = node.tenant_id if node is not None else None
+    if node is None or tenant_id is None:
+        await websocket.close(code=CLOSE_UNAUTHORIZED)
+        return
+    await websocket.accept()
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            first = parse_message(await websocket.receive_text())
+    except (TimeoutError, ProtocolError, WebSocketDisconnect):
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(code=CLOSE_PROTOCOL)
+        return
+    if not isinstance(first, NodeHandshake) or first.node_id != node_id:
+        await websocket.close(code=CLOSE_PROTOCOL)
+        return
+    await websocket.send_text(dump(NodeHandshakeResponse(node_id=node_id)))
+    agent = AgentSession(websocket, runtime, node_id, tenant_id)
+    await agent.mark_seen()
+    log.info("gateway.agent_connected", node_id=node_id)
+    try:
+        await agent.run()
+    finally:
+        log.info("gateway.agent_disconnected", node_id=node_id)

@@ -1,0 +1,22 @@
+"""Event-bus topics the gateway and the servers domain agree on."""
+
+from __future__ import annotations
+
+
+def node_commands(node_id: str) -> str:
+    """Messages for one node's agent (published by the servers domain after commit)."""
+    return f"node.{node_id}.commands"
+
+
+def server_state(server_id: str) -> str:
+    """``server.state_changed`` events of one server (published by the servers domain)."""
+    return f"server.{server_id}.state"
+
+
+def server_console(server_id: str) -> str:
+    """Console batches of one server (published by the gateway that hears the agent)."""
+    return f"server.{server_id}.console"
+
+
+def server_stats(server_id: str) -> str:
+    return f"server.{server_id}.stats"

@@ -1,0 +1,199 @@
+"""``/ws`` over real TCP: an agent and clients, with the panel in between."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tests.support.identity import LoggedIn, logged_in, platform_tenant
+from tests.support.infra import make_node, make_server, make_template
+from tests.support.live import served
+
+TIMEOUT = 10.0
+
+
+async def receive(ws: Any, wanted: str, *, server_id: str | None = None) -> dict[str, Any]:
+    """The next message of type ``wanted`` (others are skipped)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            message = json.loads(await ws.recv())
+            if message.get("type") == wanted and (
+                server_id is None or message.get("serverId") == server_id
+            ):
+                return message
+
+
+@pytest.fixture
+async def address(app: Any) -> AsyncIterator[str]:
+    async with served(app) as host:
+        yield host
+
+
+async def connect_agent(address: str, node_id: str, token: str) -> Any:
+    ws = await websockets.connect(f"ws://{address}/ws?nodeId={node_id}&token={token}")
+    await ws.send(json.dumps({"type": "node_handshake", "nodeId": node_id, "token": token}))
+    assert (await receive(ws, "node_handshake_response"))["nodeId"] == node_id
+    return ws
+
+
+async def connect_client(address: str, account: LoggedIn) -> Any:
+    return await websockets.connect(f"ws://{address}/ws?token={account.token}")
+
+
+async def test_console_flows_from_agent_to_client_and_input_back(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(db, tenant=tenant, owner=owner.user, node=node, template=template)
+
+    agent = await connect_agent(address, node.id, secret)
+    viewer = await connect_client(address, owner)
+    try:
+        await viewer.send(json.dumps({"type": "subscribe", "serverId": server.id}))
+        await receive(viewer, "subscribed", server_id=server.id)
+
+        started = await client.post(f"/api/servers/{server.id}/start", headers=owner.headers)
+        assert started.status_code == 200, started.text
+        command = await receive(agent, "start_server", server_id=server.id)
+        assert command["serverUuid"] == server.uuid
+
+        await agent.send(
+            json.dumps({"type": "server_state_update", "serverId": server.id, "state": "running"})
+        )
+        state = await receive(viewer, "server_state_update", server_id=server.id)
+        if state["state"] == "starting":  # the start request's own transition comes first
+            state = await receive(viewer, "server_state_update", server_id=server.id)
+        assert state["state"] == "running"
+
+        await agent.send(
+            json.dumps(
+                {
+                    "type": "console_output",
+                    "serverId": server.id,
+                    "stream": "stdout",
+                    "data": "hello\nworld\n",
+                    "seq": 1,
+                }
+            )
+        )
+        line = await receive(viewer, "server_log", server_id=server.id)
+        assert line["data"] == "hello\nworld\n"
+        assert line["seq"] == 1
+
+        await viewer.send(
+            json.dumps({"type": "console_input", "serverId": server.id, "data": "say hi\n"})
+        )
+        typed = await receive(agent, "console_input", server_id=server.id)
+        assert typed["data"] == "say hi\n"
+    finally:
+        await viewer.close()
+        await agent.close()
+
+    await asyncio.sleep(1.2)  # the gateway stores console lines in batches
+    logs = await client.get(f"/api/servers/{server.id}/logs", headers=owner.headers)
+    assert [entry["data"] for entry in logs.json()["data"]][-2:] == ["hello", "world"]
+
+
+async def test_a_crash_reported_by_the_agent_triggers_the_restart_policy(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+    policy = await client.patch(
+        f"/api/servers/{server.id}/restart-policy",
+        json={"restartPolicy": "on-failure", "maxCrashCount": 3},
+        headers=owner.headers,
+    )
+    assert policy.status_code == 200, policy.text
+
+    agent = await connect_agent(address, node.id, secret)
+    try:
+        await agent.send(
+            json.dumps(
+                {
+                    "type": "server_state_update",
+                    "serverId": server.id,
+                    "state": "crashed",
+                    "exitCode": 1,
+                }
+            )
+        )
+        restart = await receive(agent, "start_server", server_id=server.id)
+        assert restart["serverId"] == server.id
+    finally:
+        await agent.close()
+    details = (await client.get(f"/api/servers/{server.id}", headers=owner.headers)).json()["data"]
+    assert details["crashCount"] == 1
+
+
+async def test_wrong_node_credentials_are_refused(address: str, db: AsyncSession) -> None:
+    tenant = await platform_tenant(db)
+    node, _secret = await make_node(db, tenant=tenant)
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        ws = await websockets.connect(f"ws://{address}/ws?nodeId={node.id}&token=wrong")
+        await ws.recv()
+
+
+async def test_clients_only_see_servers_they_may_see(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    stranger = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    mine = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+    other = await make_server(
+        db, tenant=tenant, owner=stranger.user, node=node, template=template, status="running"
+    )
+
+    agent = await connect_agent(address, node.id, secret)
+    snoop = await connect_client(address, stranger)
+    try:
+        await snoop.send(json.dumps({"type": "subscribe", "serverId": mine.id}))
+        refused = await receive(snoop, "error")
+        assert refused["code"] == "FORBIDDEN"
+        await snoop.send(
+            json.dumps({"type": "console_input", "serverId": mine.id, "data": "stop\n"})
+        )
+        assert (await receive(snoop, "error"))["code"] == "FORBIDDEN"
+
+        await snoop.send(json.dumps({"type": "subscribe", "serverId": other.id}))
+        await receive(snoop, "subscribed", server_id=other.id)
+        await agent.send(
+            json.dumps(
+                {"type": "console_output", "serverId": mine.id, "data": "secret\n", "seq": 1}
+            )
+        )
+        await agent.send(
+            json.dumps(
+                {"type": "console_output", "serverId": other.id, "data": "public\n", "seq": 1}
+            )
+        )
+        seen = await receive(snoop, "server_log")
+        assert seen["serverId"] == other.id
+        assert seen["data"] == "public\n"
+    finally:
+        await snoop.close()
+        await agent.close()
+
+
+async def test_anonymous_clients_are_refused(address: str) -> None:
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        ws = await websockets.connect(f"ws://{address}/ws")
+        await ws.recv()
