@@ -197,3 +197,65 @@ async def test_anonymous_clients_are_refused(address: str) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus):
         ws = await websockets.connect(f"ws://{address}/ws")
         await ws.recv()
+
+
+async def test_two_agents_on_two_nodes_stay_apart(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    """A client of a server on one node never sees another's lines, and an agent
+    cannot speak for a server placed on another node."""
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    node_a, secret_a = await make_node(db, tenant=tenant)
+    node_b, secret_b = await make_node(db, tenant=tenant, port_range=(31000, 31009))
+    server_a = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node_a, template=template, status="running"
+    )
+    server_b = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node_b, template=template, status="running"
+    )
+
+    agent_a = await connect_agent(address, node_a.id, secret_a)
+    agent_b = await connect_agent(address, node_b.id, secret_b)
+    viewer = await connect_client(address, owner)
+    try:
+        await viewer.send(json.dumps({"type": "subscribe", "serverId": server_a.id}))
+        await receive(viewer, "subscribed", server_id=server_a.id)
+        await agent_b.send(
+            json.dumps(
+                {"type": "console_output", "serverId": server_b.id, "data": "from b\n", "seq": 1}
+            )
+        )
+        await agent_b.send(
+            json.dumps(
+                {
+                    "type": "console_output",
+                    "serverId": server_a.id,
+                    "data": "forged by b\n",
+                    "seq": 99,
+                }
+            )
+        )
+        await agent_b.send(
+            json.dumps({"type": "server_state_update", "serverId": server_a.id, "state": "stopped"})
+        )
+        await agent_a.send(
+            json.dumps(
+                {"type": "console_output", "serverId": server_a.id, "data": "from a\n", "seq": 1}
+            )
+        )
+        seen = await receive(viewer, "server_log")
+        assert (seen["serverId"], seen["data"], seen["seq"]) == (server_a.id, "from a\n", 1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                extra = json.loads(await viewer.recv())
+                raise AssertionError(f"unexpected message: {extra}")
+    finally:
+        await viewer.close()
+        await agent_a.close()
+        await agent_b.close()
+    status = (await client.get(f"/api/servers/{server_a.id}", headers=owner.headers)).json()[
+        "data"
+    ]["status"]
+    assert status == "running", "node b's report about a server on node a was ignored"

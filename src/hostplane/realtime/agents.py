@@ -63,6 +63,8 @@ class AgentSession:
         self.tenant_id = tenant_id
         self._pending_logs: dict[tuple[str, str], list[str]] = {}
         self._last_seen_write = 0.0
+        # Servers placed on this node: an agent speaks only for those.
+        self._own: set[str] = set()
 
     async def run(self) -> None:
         async with self.runtime.bus.subscribe(topics.node_commands(self.node_id)) as commands:
@@ -99,14 +101,33 @@ class AgentSession:
                 continue
             await self._handle(message)
 
+    async def _owns(self, server_id: str) -> bool:
+        if server_id in self._own:
+            return True
+        async with self.runtime.unit_of_work(read_only=True) as session:
+            scope_to_tenant(session, self.tenant_id)
+            try:
+                server = await servers.get_server(session, server_id)
+            except NotFound:
+                server = None
+        if server is None or server.node_id != self.node_id:
+            log.warning("gateway.foreign_server_report", node_id=self.node_id, server_id=server_id)
+            return False
+        self._own.add(server_id)
+        return True
+
     async def _handle(self, message: Any) -> None:
+        server_id = getattr(message, "server_id", None)
+        if server_id is not None and not await self._owns(server_id):
+            return
         if isinstance(message, ConsoleOutput):
             await self._console(message)
         elif isinstance(message, ServerStateUpdate):
             await self._state(message.server_id, message.state, message.exit_code)
         elif isinstance(message, Reconcile):
             for server in message.servers:
-                await self._state(server.server_id, server.state, server.exit_code)
+                if await self._owns(server.server_id):
+                    await self._state(server.server_id, server.state, server.exit_code)
         elif isinstance(message, ResourceStats):
             await self._stats(message)
         elif isinstance(message, Heartbeat | HealthReport):
@@ -152,6 +173,7 @@ class AgentSession:
     async def _stats(self, message: ResourceStats) -> None:
         payload = message.model_dump(mode="json", by_alias=True, exclude_none=True)
         async with self.runtime.unit_of_work() as session:
+            scope_to_tenant(session, self.tenant_id)
             await servers.record_stats(session, message.server_id, payload)
         await self._publish(topics.server_stats(message.server_id), "server.stats", payload)
 
