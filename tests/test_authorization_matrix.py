@@ -102,6 +102,7 @@ CASES: list[Case] = [
     case("POST", "/api/servers/{server_id}/command", body={"command": "say hi"}, owner=409, other_user=403, api_key=403, admin=409, foreign=404),
     case("POST", "/api/servers/{server_id}/reset-crash-count", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
     case("PATCH", "/api/servers/{server_id}/restart-policy", body={"restartPolicy": "never"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/websocket", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
     case("GET", "/api/servers/{server_id}/resources", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
     case("GET", "/api/servers/{server_id}/logs", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
     case("GET", "/api/servers/{server_id}/allocations", owner=200, other_user=403, api_key=403, admin=200, foreign=404),

@@ -40,10 +40,12 @@ from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
 from hostplane.platform.jobs.router import router as jobs_router
 from hostplane.platform.jobs.worker import Worker
+from hostplane.realtime.router import api_router as realtime_api_router
 from hostplane.realtime.router import router as realtime_router
 
 # Routers under /api, in the order they appear in the OpenAPI document.
 API_ROUTERS: list[APIRouter] = [
+    realtime_api_router,
     auth_router,
     users_router,
     tenants_router,

@@ -259,3 +259,20 @@ async def test_two_agents_on_two_nodes_stay_apart(
         "data"
     ]["status"]
     assert status == "running", "node b's report about a server on node a was ignored"
+
+
+async def test_the_websocket_route_hands_out_a_working_url_and_token(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, _secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(db, tenant=tenant, owner=owner.user, node=node, template=template)
+    access = (
+        await client.get(f"/api/servers/{server.id}/websocket", headers=owner.headers)
+    ).json()["data"]
+    assert access["url"].startswith("ws://") and access["url"].endswith("/ws")
+    async with websockets.connect(f"ws://{address}/ws?token={access['token']}") as ws:
+        await ws.send(json.dumps({"type": "subscribe", "serverId": server.id}))
+        await receive(ws, "subscribed", server_id=server.id)
