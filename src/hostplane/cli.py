@@ -458,6 +458,44 @@ def agent(
     run_agent(settings)
 
 
+templates_cli = typer.Typer(help="Server templates.", no_args_is_help=True)
+cli.add_typer(templates_cli, name="templates")
+
+
+@templates_cli.command("import")
+def templates_import(
+    file: Annotated[Path, typer.Argument(help="A Pterodactyl or Pelican egg (JSON).")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant slug; the default tenant when omitted.")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Turn an egg into a template of a tenant."""
+    from hostplane.core.db.tenancy import scope_to_tenant
+    from hostplane.identity.auth.service import tenant_for_login
+    from hostplane.identity.tenants.service import ensure_default_tenant
+    from hostplane.infra.templates.service import import_egg
+
+    try:
+        egg = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {file}: {exc}") from None
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+
+    async def create(session: AsyncSession) -> str:
+        owner = (
+            await tenant_for_login(session, tenant)
+            if tenant
+            else await ensure_default_tenant(session)
+        )
+        scope_to_tenant(session, owner.id)
+        template = await import_egg(session, egg)
+        return f"imported template {template.name!r} (id {template.id}) into tenant {owner.slug}"
+
+    out.print(_in_transaction(settings, create))
+
+
 keys_cli = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 
