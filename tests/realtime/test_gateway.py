@@ -276,3 +276,83 @@ async def test_the_websocket_route_hands_out_a_working_url_and_token(
     async with websockets.connect(f"ws://{address}/ws?token={access['token']}") as ws:
         await ws.send(json.dumps({"type": "subscribe", "serverId": server.id}))
         await receive(ws, "subscribed", server_id=server.id)
+
+
+async def test_a_reconnecting_client_gets_what_it_missed_without_gaps_or_repeats(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+
+    def line(seq: int, text: str) -> str:
+        return json.dumps(
+            {"type": "console_output", "serverId": server.id, "data": text, "seq": seq}
+        )
+
+    agent = await connect_agent(address, node.id, secret)
+    try:
+        first = await connect_client(address, owner)
+        await first.send(json.dumps({"type": "subscribe", "serverId": server.id}))
+        await receive(first, "subscribed")
+        await agent.send(line(1, "one\ntwo\n"))
+        assert (await receive(first, "server_log"))["seq"] == 1
+        await first.close()  # the browser tab loses its connection
+
+        await agent.send(line(3, "three\n"))
+        await agent.send(line(4, "four\nfive\n"))
+        await asyncio.sleep(0.2)
+        second = await connect_client(address, owner)
+        await second.send(json.dumps({"type": "subscribe", "serverId": server.id, "lastSeq": 2}))
+        await receive(second, "subscribed")
+        await agent.send(line(6, "six\n"))
+        got = []
+        while not got or got[-1][0] != 6:
+            message = await receive(second, "server_log")
+            got.append((message["seq"], message["data"]))
+        assert got == [(3, "three\n"), (4, "four\nfive\n"), (6, "six\n")]
+
+        stale = await connect_client(address, owner)
+        await stale.send(json.dumps({"type": "subscribe", "serverId": server.id, "lastSeq": 4}))
+        await receive(stale, "subscribed")
+        assert (await receive(stale, "server_log"))["data"] == "five\n", (
+            "only the part of a batch after lastSeq"
+        )
+        await second.close()
+        await stale.close()
+    finally:
+        await agent.close()
+
+
+async def test_lines_older_than_the_buffer_are_reported_missing(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+    agent = await connect_agent(address, node.id, secret)
+    viewer = await connect_client(address, owner)
+    try:
+        # The panel first heard of this server at seq 500: 1..499 are gone.
+        await agent.send(
+            json.dumps(
+                {"type": "console_output", "serverId": server.id, "data": "late\n", "seq": 500}
+            )
+        )
+        await asyncio.sleep(0.2)
+        await viewer.send(json.dumps({"type": "subscribe", "serverId": server.id, "lastSeq": 0}))
+        await receive(viewer, "subscribed")
+        assert (await receive(viewer, "server_log"))["seq"] == 500
+        dropped = await receive(viewer, "lines_dropped")
+        assert dropped["count"] == 499
+    finally:
+        await viewer.close()
+        await agent.close()

@@ -40,6 +40,7 @@ from hostplane.protocol.messages import (
     parse_message,
 )
 from hostplane.realtime import topics
+from hostplane.realtime.replay import Chunk, ReplayBuffer
 
 log = structlog.get_logger(__name__)
 
@@ -65,11 +66,17 @@ class AgentSession:
         self._last_seen_write = 0.0
         # Servers placed on this node: an agent speaks only for those.
         self._own: set[str] = set()
+        self._recent: dict[str, ReplayBuffer] = {}
 
     async def run(self) -> None:
-        async with self.runtime.bus.subscribe(topics.node_commands(self.node_id)) as commands:
+        bus = self.runtime.bus
+        async with (
+            bus.subscribe(topics.node_commands(self.node_id)) as commands,
+            bus.subscribe(topics.replay_requests(self.node_id)) as replays,
+        ):
             tasks = [
                 asyncio.create_task(self._forward_commands(commands)),
+                asyncio.create_task(self._answer_replays(replays)),
                 asyncio.create_task(self._flush_logs_periodically()),
             ]
             try:
@@ -85,6 +92,38 @@ class AgentSession:
             message = event.data.get("message")
             if isinstance(message, dict):
                 await self.websocket.send_json(message)
+
+    async def _answer_replays(self, requests: Any) -> None:
+        async for event in requests:
+            server_id, after, reply_to = (
+                event.data.get("serverId"),
+                event.data.get("afterSeq"),
+                event.data.get("replyTo"),
+            )
+            if (
+                not isinstance(server_id, str)
+                or not isinstance(after, int)
+                or not isinstance(reply_to, str)
+            ):
+                continue
+            buffer = self._recent.get(server_id)
+            chunks, missed = buffer.since(after) if buffer is not None else ([], 0)
+            for chunk in chunks:
+                frame = ServerLog(
+                    server_id=server_id,
+                    stream=chunk.stream,
+                    data="\n".join(chunk.lines) + "\n",
+                    timestamp=chunk.timestamp,
+                    seq=chunk.seq,
+                )
+                await self._publish(
+                    reply_to,
+                    "server.console",
+                    {"frame": dump(frame), "lines": len(chunk.lines), "seq": chunk.seq},
+                )
+            await self._publish(
+                reply_to, "console.replay_done", {"serverId": server_id, "missed": missed}
+            )
 
     async def _read(self) -> None:
         while True:
@@ -186,6 +225,9 @@ class AgentSession:
             seq=message.seq,
         )
         lines = message.lines()
+        if message.seq is not None:
+            buffer = self._recent.setdefault(message.server_id, ReplayBuffer())
+            buffer.add(Chunk(message.seq, message.stream, frame.timestamp, tuple(lines)))
         await self._publish(
             topics.server_console(message.server_id),
             "server.console",

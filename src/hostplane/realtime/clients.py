@@ -19,6 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import HostplaneError
+from hostplane.core.events.bus import Event
+from hostplane.core.ids import new_id
 from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
 from hostplane.infra.servers import service as servers
@@ -41,6 +43,17 @@ log = structlog.get_logger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CONSOLE_PERMISSIONS = ("control.console", "server.console")
 READ_PERMISSIONS = ("server.read", "control.console", "server.console")
+
+
+REPLAY_TIMEOUT = 2.0
+
+
+class _Cursor:
+    """The last console sequence a client has, and whether live lines may flow."""
+
+    def __init__(self, seq: int | None) -> None:
+        self.seq = seq
+        self.live = asyncio.Event()
 
 
 class ClientSession:
@@ -120,22 +133,56 @@ class ClientSession:
         if "resource_stats" in message.events:
             patterns.append(topics.server_stats(server.id))
         ready = asyncio.Event()
-        self._subscriptions[server.id] = asyncio.create_task(self._pump(server.id, patterns, ready))
+        # Live lines wait behind the replay; those it already delivered are skipped.
+        cursor = _Cursor(message.last_seq if wants_console else None)
+        self._subscriptions[server.id] = asyncio.create_task(
+            self._pump(server.id, patterns, ready, cursor)
+        )
         await ready.wait()
+        if cursor.seq is not None:
+            await self._replay(server.id, server.node_id, cursor)
+        cursor.live.set()
         await self.websocket.send_text(
             json.dumps(
                 {"type": "subscribed", "serverId": server.id, "events": list(message.events)}
             )
         )
 
-    async def _pump(self, server_id: str, patterns: list[str], ready: asyncio.Event) -> None:
+    async def _replay(self, server_id: str, node_id: str, cursor: _Cursor) -> None:
+        """Ask the replica holding the agent for the lines after ``cursor.seq``."""
+        reply_to = f"replay.{new_id()}"
+        async with self.runtime.bus.subscribe(reply_to) as replies:
+            request = {"serverId": server_id, "afterSeq": cursor.seq, "replyTo": reply_to}
+            await self.runtime.bus.publish(
+                Event("console.replay_requested", request), topic=topics.replay_requests(node_id)
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REPLAY_TIMEOUT):
+                    async for event in replies:
+                        if event.type == "console.replay_done":
+                            if missed := int(event.data.get("missed", 0)):
+                                self.outbox.dropped[server_id] += missed
+                            return
+                        self._offer_console(server_id, event.data, cursor)
+
+    def _offer_console(self, server_id: str, data: dict[str, Any], cursor: _Cursor) -> None:
+        lines = int(data.get("lines", 1))
+        seq = data.get("seq")
+        if isinstance(seq, int) and cursor.seq is not None:
+            if seq + lines - 1 <= cursor.seq:
+                return  # already delivered by the replay
+            cursor.seq = max(cursor.seq, seq + lines - 1)
+        self.outbox.offer(Frame(server_id, str(data["frame"]), lines))
+
+    async def _pump(
+        self, server_id: str, patterns: list[str], ready: asyncio.Event, cursor: _Cursor
+    ) -> None:
         async with self.runtime.bus.subscribe(*patterns, max_queue=4096) as events:
             ready.set()
             async for event in events:
                 if event.type == "server.console":
-                    self.outbox.offer(
-                        Frame(server_id, str(event.data["frame"]), int(event.data.get("lines", 1)))
-                    )
+                    await cursor.live.wait()
+                    self._offer_console(server_id, event.data, cursor)
                 elif event.type == "server.state_changed":
                     update = ServerStateUpdate(
                         server_id=server_id,

@@ -20,3 +20,9 @@ def server_console(server_id: str) -> str:
 
 def server_stats(server_id: str) -> str:
     return f"server.{server_id}.stats"
+
+
+def replay_requests(node_id: str) -> str:
+    """Requests for recent console lines of a node's servers (answered by the
+    replica that holds the node's agent)."""
+    return f"node.{node_id}.replay"
