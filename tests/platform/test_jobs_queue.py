@@ -362,3 +362,32 @@ async def test_stopping_a_worker_hands_back_unfinished_jobs(
     await asyncio.wait_for(task, 10)
     stored = await reload(db, job.id)
     assert (stored.status, stored.attempts, stored.locked_by) == ("queued", 0, None)
+
+
+async def test_recurring_jobs_are_queued_once_per_period_by_any_number_of_workers(
+    runtime: Runtime, registry: JobRegistry, db: AsyncSession
+) -> None:
+    ran: list[int] = []
+
+    async def handler(ctx: JobContext) -> None:
+        ran.append(ctx.attempt)
+
+    registry.register("maintenance.tidy", handler, every_seconds=3600)
+    workers = [Worker(runtime, registry=registry), Worker(runtime, registry=registry)]
+    for worker in workers:
+        await worker.enqueue_recurring()
+        await worker.enqueue_recurring()
+    assert await workers[0].run_until_idle() == 1
+    with shifted(timedelta(hours=1)):
+        await workers[1].enqueue_recurring()
+        assert await workers[1].run_until_idle() == 1
+    assert ran == [1, 1]
+
+
+def test_log_retention_is_registered_as_a_recurring_job() -> None:
+    import hostplane.infra.servers.logs  # noqa: F401 - registers its handlers
+    from hostplane.platform.jobs.registry import registry as default_registry
+
+    spec = default_registry.get("servers.prune_logs")
+    assert spec is not None
+    assert spec.every_seconds == 3600

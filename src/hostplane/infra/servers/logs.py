@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
+import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +17,10 @@ from hostplane.core.clock import utcnow
 from hostplane.core.principal import Principal
 from hostplane.infra.servers.models import Server, ServerLog
 from hostplane.infra.servers.service import load_for
+from hostplane.platform.jobs.context import JobContext
+from hostplane.platform.jobs.registry import job_handler
+
+log = structlog.get_logger(__name__)
 
 STREAMS = ("stdout", "stderr", "system")
 MAX_LINES_PER_SERVER = 10_000
@@ -96,3 +101,11 @@ async def prune_logs(
             )
             deleted += int(getattr(result, "rowcount", 0) or 0)
     return deleted
+
+
+# Retention runs hourly from whichever worker gets there first.
+@job_handler("servers.prune_logs", every_seconds=3600, timeout_seconds=600)
+async def prune_logs_job(ctx: JobContext) -> None:
+    async with ctx.unit_of_work() as session:
+        removed = await prune_logs(session)
+    log.info("servers.logs_pruned", removed=removed)

@@ -27,7 +27,7 @@ from hostplane.platform.jobs import repository
 from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
 from hostplane.platform.jobs.registry import JobRegistry
 from hostplane.platform.jobs.registry import registry as default_registry
-from hostplane.platform.jobs.service import ENQUEUED_TOPIC, backoff_delay
+from hostplane.platform.jobs.service import ENQUEUED_TOPIC, backoff_delay, enqueue
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +134,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             try:
+                await self.enqueue_recurring()
                 async with self.runtime.unit_of_work() as session:
                     await repository.heartbeat(session, self.worker_id)
                     await repository.extend_leases(
@@ -159,6 +160,18 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     # ---- one job --------------------------------------------------------
+
+    async def enqueue_recurring(self) -> None:
+        """Queue each recurring job once per period, whichever worker gets there first.
+
+        The period's number is part of the job's unique key, so any number of
+        workers doing this at once still queue it once.
+        """
+        now = utcnow().timestamp()
+        for spec in self.registry.recurring():
+            period = int(now // (spec.every_seconds or 1))
+            async with self.runtime.unit_of_work() as session:
+                await enqueue(session, spec.name, unique_key=f"recurring:{spec.name}:{period}")
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         async with self.runtime.unit_of_work() as session:
