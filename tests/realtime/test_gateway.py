@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,9 +11,13 @@ import pytest
 import websockets
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.app import build_runtime, create_app
+from hostplane.core.ids import new_id
+from tests.conftest import make_settings
 from tests.support.identity import LoggedIn, logged_in, platform_tenant
 from tests.support.infra import make_node, make_server, make_template
 from tests.support.live import served
+from tests.support.services import require_redis
 
 TIMEOUT = 10.0
 
@@ -356,3 +361,44 @@ async def test_lines_older_than_the_buffer_are_reported_missing(
     finally:
         await viewer.close()
         await agent.close()
+
+
+async def test_an_agent_on_one_replica_feeds_a_client_on_another(
+    tmp_path: Path, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    """Two panel replicas share a Redis bus; the agent dials one, the browser the other."""
+    redis_url = await require_redis()
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+
+    settings = make_settings(tmp_path, redis_url=redis_url, event_channel_prefix=f"test-{new_id()}")
+    replicas = [create_app(settings, runtime=build_runtime(settings)) for _ in range(2)]
+    async with (
+        replicas[0].router.lifespan_context(replicas[0]),
+        replicas[1].router.lifespan_context(replicas[1]),
+        served(replicas[0]) as first,
+        served(replicas[1]) as second,
+    ):
+        agent = await connect_agent(first, node.id, secret)
+        viewer = await connect_client(second, owner)
+        try:
+            await viewer.send(json.dumps({"type": "subscribe", "serverId": server.id}))
+            await receive(viewer, "subscribed")
+            await agent.send(
+                json.dumps(
+                    {"type": "console_output", "serverId": server.id, "data": "across\n", "seq": 1}
+                )
+            )
+            assert (await receive(viewer, "server_log"))["data"] == "across\n"
+            await viewer.send(
+                json.dumps({"type": "console_input", "serverId": server.id, "data": "back\n"})
+            )
+            assert (await receive(agent, "console_input"))["data"] == "back\n"
+        finally:
+            await viewer.close()
+            await agent.close()
