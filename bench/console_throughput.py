@@ -224,11 +224,14 @@ async def main() -> None:
             await asyncio.gather(*tasks)
             await http.post(f"/api/servers/{server['id']}/kill")
     finally:
-        if agent is not None:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(15)
-        panel.send_signal(signal.SIGTERM)
-        panel.wait(15)
+        for process in (agent, panel):
+            if process is None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
         subprocess.run(["pkill", "-f", str(workdir)], check=False)
 
     rates = [r["received"] / r["seconds"] for r in results]

@@ -164,6 +164,9 @@ def _serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
         access_log=False,
         proxy_headers=True,
         server_header=False,
+        # Open WebSockets (consoles, agents) must not hold a shutdown forever;
+        # agents reconnect to another replica or to the restarted panel.
+        timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run(sockets=[sock])
 
