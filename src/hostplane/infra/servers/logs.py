@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
@@ -51,27 +51,35 @@ async def list_logs(
 async def append_console(
     session: AsyncSession, server_id: str, stream: str, lines: Iterable[str]
 ) -> int:
-    """Store console output the agent sent; returns how many lines were kept."""
+    """Store console output the agent sent; returns how many lines were kept.
+
+    Only the newest :data:`MAX_LINES_PER_SERVER` lines of one call are
+    written: retention would delete the rest anyway, and a server flooding its
+    console must not turn into a flood of inserts. One multi-row INSERT.
+    """
     server = await session.get(Server, server_id)
     if server is None:
         return 0
     if stream not in STREAMS:
         stream = "stdout"
+    kept = list(lines)[-MAX_LINES_PER_SERVER:]
+    if not kept:
+        return 0
     now = utcnow()
-    count = 0
-    for line in lines:
-        session.add(
-            ServerLog(
-                tenant_id=server.tenant_id,
-                server_id=server.id,
-                stream=stream,
-                data=line[:MAX_LINE_LENGTH],
-                created_at=now,
-            )
-        )
-        count += 1
-    await session.flush()
-    return count
+    await session.execute(
+        insert(ServerLog),
+        [
+            {
+                "tenant_id": server.tenant_id,
+                "server_id": server.id,
+                "stream": stream,
+                "data": line[:MAX_LINE_LENGTH],
+                "created_at": now,
+            }
+            for line in kept
+        ],
+    )
+    return len(kept)
 
 
 async def prune_logs(
