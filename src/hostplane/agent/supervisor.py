@@ -108,6 +108,7 @@ def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int = 0o600) ->
 
 class Supervisor:
     def __init__(self, run_dir: Path, spec: dict[str, Any]) -> None:
+        self.socket_inode = -1
         self.run_dir = run_dir
         self.spec = spec
         self.argv: list[str] = list(spec["argv"])
@@ -232,9 +233,17 @@ class Supervisor:
                 pass
             if await self.wait_exit(stop_timeout):
                 return
-        self.signal_group(signal.SIGTERM)
-        if await self.wait_exit(term_timeout):
-            return
+        # Re-send SIGTERM every second of the grace period: inside a sandbox it
+        # goes to the server's processes by name, and one that was still
+        # starting (or forked since) when the group was scanned must get it too.
+        deadline = time.monotonic() + term_timeout
+        while True:
+            self.signal_group(signal.SIGTERM)
+            remaining = deadline - time.monotonic()
+            if await self.wait_exit(min(1.0, max(remaining, 0.0))):
+                return
+            if time.monotonic() >= deadline:
+                break
         self.signal_group(signal.SIGKILL)
 
     def request_stop(self) -> None:
@@ -368,6 +377,9 @@ class Supervisor:
         with socket_address(self.run_dir) as address:
             server = await asyncio.start_unix_server(self.handle, path=address)
         os.chmod(self.run_dir / SOCKET_NAME, 0o600)
+        # After a restart a new supervisor binds the same path: on exit, only
+        # remove the socket if it is still ours.
+        self.socket_inode = os.stat(self.run_dir / SOCKET_NAME).st_ino
         # Asked to go away (node shutdown): stop the server gracefully first.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -426,7 +438,8 @@ class Supervisor:
             await asyncio.sleep(0.05)
         server.close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.run_dir / SOCKET_NAME)
+            if os.stat(self.run_dir / SOCKET_NAME).st_ino == self.socket_inode:
+                os.unlink(self.run_dir / SOCKET_NAME)
         write_json_atomic(self.run_dir / STATE_NAME, self.status())
         self.log.close()
 
