@@ -167,12 +167,22 @@ def test_templates_import_turns_an_egg_into_a_template(tmp_path: Path) -> None:
         "docker_images": {"Java 21": "ghcr.io/pterodactyl/yolks:java_21"},
         "startup": "java -Xms128M -Xmx{{SERVER_MEMORY}}M -jar {{SERVER_JARFILE}}",
         "config": {"stop": "stop"},
-        "scripts": {"installation": {"script": "#!/bin/ash\necho installing", "container": "alpine"}},
-        "variables": [{"env_variable": "SERVER_JARFILE", "default_value": "server.jar", "rules": "required|string"}],
+        "scripts": {
+            "installation": {"script": "#!/bin/ash\necho installing", "container": "alpine"}
+        },
+        "variables": [
+            {
+                "env_variable": "SERVER_JARFILE",
+                "default_value": "server.jar",
+                "rules": "required|string",
+            }
+        ],
     }
     (tmp_path / "egg.json").write_text(json.dumps(egg))
     assert run("migrate", data_dir=tmp_path).returncode == 0
     result = run("templates", "import", str(tmp_path / "egg.json"), data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "imported template 'Paper'" in result.stdout
-    assert_one_line_error(run("templates", "import", str(tmp_path / "missing.json"), data_dir=tmp_path), "cannot read")
+    assert_one_line_error(
+        run("templates", "import", str(tmp_path / "missing.json"), data_dir=tmp_path), "cannot read"
+    )
