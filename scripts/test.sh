@@ -8,6 +8,7 @@
 #   HOSTPLANE_TEST_PG_ADMIN_URL  a PostgreSQL URL with CREATE DATABASE rights
 #                                (default: postgres@127.0.0.1:5432, else the local socket)
 #   PYTEST_ARGS                  extra arguments for both pytest runs
+#   DOCKER_HOST                  set by the Podman step (scripts/podman.sh) for the container tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,13 +96,25 @@ if [ "${CI:-}" = "true" ]; then export HOSTPLANE_REQUIRE_SERVICES=1; fi
 
 ensure_tools() {
     # What the agent's tests run real servers with: bubblewrap for the sandbox,
-    # a system python3 inside it.
-    command -v bwrap >/dev/null && [ -x /usr/bin/python3 ] && return 0
-    step "installing bubblewrap"
-    apt_install bubblewrap python3
+    # a system python3 inside it; GNU tar and zstd to check that backup
+    # archives interoperate with the standard tools.
+    command -v bwrap >/dev/null && [ -x /usr/bin/python3 ] && command -v zstd >/dev/null \
+        && command -v tar >/dev/null && return 0
+    step "installing bubblewrap, tar and zstd"
+    apt_install bubblewrap python3 tar zstd
 }
 
-run_step "tools: bubblewrap" ensure_tools
+ensure_podman() {
+    # Podman's Docker-compatible API for the agent's container runtime
+    # (scripts/podman.sh is idempotent); its last line is DOCKER_HOST=...
+    local out
+    out="$(bash scripts/podman.sh)" || return 1
+    export DOCKER_HOST="${out##*DOCKER_HOST=}"
+    [ -n "$DOCKER_HOST" ]
+}
+
+run_step "tools: bubblewrap, tar, zstd" ensure_tools
+run_step "services: Podman" ensure_podman
 run_step "services: PostgreSQL" ensure_postgres
 run_step "services: Redis" ensure_redis
 

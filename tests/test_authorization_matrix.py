@@ -115,6 +115,34 @@ CASES: list[Case] = [
     case("POST", "/api/servers/{server_id}/users", body={"userId": "{target_user_id}", "permissions": ["server.read"]}, owner=201, other_user=403, api_key=403, admin=201, foreign=404),
     case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
     case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    # infra: backups and transfers (no agent is connected; jobs are only queued)
+    case("GET", "/api/servers/{server_id}/backups", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{fresh_server_id}/backups", body={"name": "nightly"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/backups/{backup_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/backups/{backup_id}/restore", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/backups/{backup_id}/lock", body={"locked": False}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/backups/{backup_id}/download", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/servers/{server_id}/backups/{fresh_backup_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/transfer", body={"targetNodeId": "{node_id}"}, owner=403, other_user=403, api_key=403, admin=400, foreign=404),
+    case("GET", "/api/servers/{server_id}/transfers", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    # infra: files (no agent is connected: 503 = authorized, the node did not answer; 400 =
+    # authorized, the path (NUL byte or missing) refused before anything reached the node)
+    case("GET", "/api/servers/{server_id}/files", owner=503, other_user=403, api_key=403, admin=503, foreign=404),
+    case("GET", "/api/servers/{server_id}/files/list", owner=503, other_user=403, api_key=403, admin=503, foreign=404),
+    case("GET", "/api/servers/{server_id}/files/content", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("GET", "/api/servers/{server_id}/files/download", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("GET", "/api/servers/{server_id}/files/upload", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/upload", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/create", body={"path": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/write", body={"path": "/a\u0000", "content": ""}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("DELETE", "/api/servers/{server_id}/files", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/delete", body={"paths": ["/a\u0000"]}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/rename", body={"from": "/a\u0000", "to": "/b"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/copy", body={"path": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/chmod", body={"path": "/a\u0000", "mode": "0644"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/compress", body={"paths": ["/a\u0000"]}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/decompress", body={"archivePath": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("POST", "/api/servers/{server_id}/files/pull", body={"url": "http://192.0.2.1/x", "directory": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
 ]
 # fmt: on
 

@@ -186,3 +186,39 @@ def test_templates_import_turns_an_egg_into_a_template(tmp_path: Path) -> None:
     assert_one_line_error(
         run("templates", "import", str(tmp_path / "missing.json"), data_dir=tmp_path), "cannot read"
     )
+
+
+def test_jobs_watch_follows_a_job_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from hostplane.app import build_runtime
+    from hostplane.cli import _settings
+    from hostplane.platform.jobs import service as jobs
+
+    assert run("migrate", data_dir=tmp_path).returncode == 0
+    monkeypatch.setenv("HOSTPLANE_SECRET_KEY", TEST_SECRET)
+
+    async def make_jobs() -> tuple[str, str]:
+        runtime = build_runtime(_settings(tmp_path))
+        try:
+            async with runtime.unit_of_work() as session:
+                done = await jobs.enqueue(session, "backups.create", backup_id="b1")
+                broken = await jobs.enqueue(session, "transfers.run", transfer_id="t1")
+                done.status, done.progress = "succeeded", 100
+                broken.status, broken.progress = "failed", 40
+                broken.error_message = "the node did not answer in time"
+                return done.id, broken.id
+        finally:
+            await runtime.engine.dispose()
+
+    done_id, broken_id = asyncio.run(make_jobs())
+    watched = run("jobs", "watch", done_id, data_dir=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert "100%" in watched.stdout and f"job {done_id} succeeded" in watched.stdout
+    assert_one_line_error(
+        run("jobs", "watch", broken_id, data_dir=tmp_path),
+        "failed: the node did not answer in time",
+    )
+    assert_one_line_error(run("jobs", "watch", "nope", data_dir=tmp_path), "no job nope")

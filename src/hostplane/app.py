@@ -31,10 +31,13 @@ from hostplane.identity.permissions.router import router as permissions_router
 from hostplane.identity.roles.router import router as roles_router
 from hostplane.identity.tenants.router import router as tenants_router
 from hostplane.identity.users.router import router as users_router
+from hostplane.infra.backups.router import router as backups_router
+from hostplane.infra.files.router import router as files_router
 from hostplane.infra.locations.router import router as locations_router
 from hostplane.infra.nodes.router import router as nodes_router
 from hostplane.infra.servers.router import router as servers_router
 from hostplane.infra.templates.router import router as templates_router
+from hostplane.infra.transfers.router import router as transfers_router
 from hostplane.platform.audit.hooks import install_audit
 from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
@@ -58,6 +61,9 @@ API_ROUTERS: list[APIRouter] = [
     nodes_router,
     templates_router,
     servers_router,
+    files_router,
+    backups_router,
+    transfers_router,
 ]
 
 

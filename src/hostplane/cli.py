@@ -552,3 +552,61 @@ def main(argv: list[str] | None = None) -> None:
         _fail(
             f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
         )
+
+
+jobs_cli = typer.Typer(help="Background jobs.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
+
+_JOB_DONE = ("succeeded", "failed")
+
+
+async def _watch_job(settings: Settings, job_id: str, interval: float) -> tuple[str, str | None]:
+    """Poll the job's row (any process may run it) and draw its progress until it ends."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hostplane.app import build_runtime
+    from hostplane.platform.jobs.models import Job
+
+    runtime = build_runtime(settings)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(job_id, total=100)
+            while True:
+                async with runtime.unit_of_work(read_only=True) as session:
+                    job = await session.get(Job, job_id)
+                    if job is None:
+                        raise CliError(f"no job {job_id}")
+                    status, percent = job.status, job.progress
+                    note, error = job.progress_message, job.error_message
+                    kind = job.type
+                done = status in _JOB_DONE
+                shown = 100 if status == "succeeded" else percent
+                bar.update(task, completed=shown, description=f"{kind} {status} {note or ''}")
+                if done:
+                    return status, error
+                await asyncio.sleep(interval)
+    finally:
+        await runtime.engine.dispose()
+
+
+@jobs_cli.command("watch")
+def jobs_watch(
+    job_id: Annotated[str, typer.Argument(help="The job's id (the jobId a route answered).")],
+    data_dir: DataDirOption = None,
+    interval: Annotated[float, typer.Option(help="Seconds between looks.", min=0.1)] = 0.5,
+) -> None:
+    """Follow a job (install, backup, restore, transfer) with a progress bar until it
+    ends; exits non-zero when it failed."""
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+    status, error = _run(_watch_job(settings, job_id, interval))
+    if status != "succeeded":
+        raise CliError(f"job {job_id} failed: {error or 'no reason recorded'}")
+    out.print(f"job {job_id} succeeded")

@@ -135,8 +135,10 @@ async def test_requests_are_answered_and_events_forwarded(
             "path": "/",
         }
     )
-    refused = await panel.expect(Error, request_id="r3")
-    assert refused.code == "NOT_SUPPORTED"
+    listing = await panel.expect(Response, request_id="r3")
+    assert isinstance(listing.data, list)
+    await panel.send({"type": "file_list", "requestId": "r5", "serverId": "srv1", "path": "/.."})
+    assert (await panel.expect(Error, request_id="r5")).code == "INVALID_PATH"
     await panel.send(
         {"type": "console_input", "requestId": "r4", "serverId": "nope", "data": "x\n"}
     )

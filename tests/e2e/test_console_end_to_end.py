@@ -10,21 +10,14 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import websockets
 
-from hostplane.core.ids import new_id
-from tests.conftest import POSTGRES_URL, TEST_SECRET
-from tests.support.databases import empty_database
+from tests.e2e.panel import live_panel, start_agent
 from tests.support.processes import (
     base_env,
-    free_port,
-    hostplane_command,
-    hostplane_process,
     stop_process,
 )
 
@@ -56,17 +49,6 @@ def state_is(server_id: str, state: str) -> Any:
     )
 
 
-def start_agent(tmp_path: Path, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
-    with (tmp_path / log_name).open("wb") as log:
-        return subprocess.Popen(
-            hostplane_command("agent", "--data-dir", str(tmp_path / "agent")),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-
-
 def echo_pids(tmp_path: Path) -> list[int]:
     """The echo servers running out of this test's agent folder."""
     pids = []
@@ -84,162 +66,99 @@ def echo_pids(tmp_path: Path) -> list[int]:
 
 
 async def test_panel_agent_and_client_as_separate_processes(tmp_path: Path) -> None:
-    async with empty_database(POSTGRES_URL, tmp_path) as url:
-        env = base_env(
-            HOSTPLANE_SECRET_KEY=TEST_SECRET,
-            HOSTPLANE_DATABASE_URL=url,
-            HOSTPLANE_LOG_FORMAT="json",
+    async with live_panel(tmp_path) as live:
+        port, token, http = live.port, live.token, live.http
+
+        node = await live.add_node("local")
+        template_body = json.loads((TEMPLATES / "python-echo.json").read_text())
+        template = (await http.post("/api/templates", json=template_body)).json()["data"]
+        created = await http.post(
+            "/api/servers",
+            json={
+                "name": "echo",
+                "templateId": template["id"],
+                "nodeId": node["id"],
+                "allocatedMemoryMb": 256,
+                "allocatedCpuCores": 1,
+                "allocatedDiskMb": 100,
+                "restartPolicy": "on-failure",
+                "maxCrashCount": 5,
+            },
         )
-        for args in (
-            ("migrate",),
-            (
-                "admin",
-                "create",
-                "--email",
-                "ops@example.com",
-                "--password",
-                "long enough 1",
-                "--role",
-                "owner",
-            ),
-        ):
-            done = subprocess.run(
-                hostplane_command(*args, "--data-dir", str(tmp_path)),
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
-        port = free_port()
-        with hostplane_process(
-            ["serve", "--data-dir", str(tmp_path), "--port", str(port)],
-            port=port,
-            log_path=tmp_path / "panel.log",
-            env=env,
-        ) as panel:
-            async with httpx.AsyncClient(base_url=panel.base_url, timeout=20) as http:
-                login = await http.post(
-                    "/api/auth/login",
-                    json={"email": "ops@example.com", "password": "long enough 1"},
-                )
-                token = login.json()["data"]["token"]
-                http.headers["Authorization"] = f"Bearer {token}"
+        assert created.status_code == 201, created.text
+        server_id = created.json()["data"]["id"]
 
-                node_response = await http.post(
-                    "/api/nodes",
-                    json={
-                        "name": f"local-{new_id()[-4:]}",
-                        "hostname": "127.0.0.1",
-                        "publicAddress": "127.0.0.1",
-                        "maxMemoryMb": 4096,
-                        "maxCpuCores": 2,
-                    },
-                )
-                assert node_response.status_code == 201, node_response.text
-                node = node_response.json()["data"]
-                template_body = json.loads((TEMPLATES / "python-echo.json").read_text())
-                template = (await http.post("/api/templates", json=template_body)).json()["data"]
-                created = await http.post(
-                    "/api/servers",
-                    json={
-                        "name": "echo",
-                        "templateId": template["id"],
-                        "nodeId": node["id"],
-                        "allocatedMemoryMb": 256,
-                        "allocatedCpuCores": 1,
-                        "allocatedDiskMb": 100,
-                        "restartPolicy": "on-failure",
-                        "maxCrashCount": 5,
-                    },
-                )
-                assert created.status_code == 201, created.text
-                server_id = created.json()["data"]["id"]
+        agent_env = base_env(
+            HOSTPLANE_AGENT_PANEL_URL=f"ws://127.0.0.1:{port}/ws",
+            HOSTPLANE_AGENT_NODE_ID=node["id"],
+            HOSTPLANE_AGENT_TOKEN=node["secret"],
+            HOSTPLANE_AGENT_HEARTBEAT_INTERVAL="1",
+            HOSTPLANE_AGENT_SANDBOX="false",
+        )
+        agent = start_agent(tmp_path, agent_env, "agent-1.log")
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as browser:
+                await browser.send(json.dumps({"type": "subscribe", "serverId": server_id}))
+                await next_matching(browser, lambda m: m.get("type") == "subscribed")
+                for _ in range(100):  # the agent has dialled in
+                    if (await http.get(f"/api/nodes/{node['id']}")).json()["data"]["isOnline"]:
+                        break
+                    await asyncio.sleep(0.2)
 
-                agent_env = base_env(
-                    HOSTPLANE_AGENT_PANEL_URL=f"ws://127.0.0.1:{port}/ws",
-                    HOSTPLANE_AGENT_NODE_ID=node["id"],
-                    HOSTPLANE_AGENT_TOKEN=node["secret"],
-                    HOSTPLANE_AGENT_HEARTBEAT_INTERVAL="1",
-                    HOSTPLANE_AGENT_SANDBOX="false",
+                assert (await http.post(f"/api/servers/{server_id}/install")).status_code == 200
+                await next_matching(browser, console_has(server_id, "Installed echo.py"))
+                await next_matching(browser, state_is(server_id, "stopped"))
+
+                assert (await http.post(f"/api/servers/{server_id}/start")).status_code == 200
+                await next_matching(browser, console_has(server_id, "Echo server ready"))
+                await browser.send(
+                    json.dumps({"type": "console_input", "serverId": server_id, "data": "hello\n"})
                 )
-                agent = start_agent(tmp_path, agent_env, "agent-1.log")
-                try:
-                    async with websockets.connect(
-                        f"ws://127.0.0.1:{port}/ws?token={token}"
-                    ) as browser:
-                        await browser.send(json.dumps({"type": "subscribe", "serverId": server_id}))
-                        await next_matching(browser, lambda m: m.get("type") == "subscribed")
-                        for _ in range(100):  # the agent has dialled in
-                            if (await http.get(f"/api/nodes/{node['id']}")).json()["data"][
-                                "isOnline"
-                            ]:
-                                break
-                            await asyncio.sleep(0.2)
+                await next_matching(browser, console_has(server_id, "echo: hello"))
 
-                        assert (
-                            await http.post(f"/api/servers/{server_id}/install")
-                        ).status_code == 200
-                        await next_matching(browser, console_has(server_id, "Installed echo.py"))
-                        await next_matching(browser, state_is(server_id, "stopped"))
-
-                        assert (
-                            await http.post(f"/api/servers/{server_id}/start")
-                        ).status_code == 200
-                        await next_matching(browser, console_has(server_id, "Echo server ready"))
-                        await browser.send(
-                            json.dumps(
-                                {"type": "console_input", "serverId": server_id, "data": "hello\n"}
-                            )
+                # kill -9 the agent: the server keeps running.
+                before = echo_pids(tmp_path)
+                assert len(before) == 1
+                agent.send_signal(signal.SIGKILL)
+                agent.wait(10)
+                await asyncio.sleep(0.5)
+                assert echo_pids(tmp_path) == before
+                agent = start_agent(tmp_path, agent_env, "agent-2.log")
+                await asyncio.sleep(1.0)
+                for _ in range(50):  # re-attached: input reaches the same process again
+                    await browser.send(
+                        json.dumps(
+                            {
+                                "type": "console_input",
+                                "serverId": server_id,
+                                "data": "again\n",
+                            }
                         )
-                        await next_matching(browser, console_has(server_id, "echo: hello"))
+                    )
+                    try:
+                        await next_matching(
+                            browser, console_has(server_id, "echo: again"), timeout=1.0
+                        )
+                        break
+                    except TimeoutError:
+                        continue
+                else:
+                    raise AssertionError("no echo after the agent restarted")
+                assert echo_pids(tmp_path) == before
 
-                        # kill -9 the agent: the server keeps running.
-                        before = echo_pids(tmp_path)
-                        assert len(before) == 1
-                        agent.send_signal(signal.SIGKILL)
-                        agent.wait(10)
-                        await asyncio.sleep(0.5)
-                        assert echo_pids(tmp_path) == before
-                        agent = start_agent(tmp_path, agent_env, "agent-2.log")
-                        await asyncio.sleep(1.0)
-                        for _ in range(50):  # re-attached: input reaches the same process again
-                            await browser.send(
-                                json.dumps(
-                                    {
-                                        "type": "console_input",
-                                        "serverId": server_id,
-                                        "data": "again\n",
-                                    }
-                                )
-                            )
-                            try:
-                                await next_matching(
-                                    browser, console_has(server_id, "echo: again"), timeout=1.0
-                                )
-                                break
-                            except TimeoutError:
-                                continue
-                        else:
-                            raise AssertionError("no echo after the agent restarted")
-                        assert echo_pids(tmp_path) == before
+                # A crash: the restart policy starts it again.
+                os.kill(before[0], signal.SIGKILL)
+                await next_matching(browser, state_is(server_id, "crashed"))
+                await next_matching(browser, console_has(server_id, "Echo server ready"))
+                details = (await http.get(f"/api/servers/{server_id}")).json()["data"]
+                assert details["crashCount"] == 1
 
-                        # A crash: the restart policy starts it again.
-                        os.kill(before[0], signal.SIGKILL)
-                        await next_matching(browser, state_is(server_id, "crashed"))
-                        await next_matching(browser, console_has(server_id, "Echo server ready"))
-                        details = (await http.get(f"/api/servers/{server_id}")).json()["data"]
-                        assert details["crashCount"] == 1
-
-                        # Graceful stop: the template's stop command.
-                        assert (
-                            await http.post(f"/api/servers/{server_id}/stop")
-                        ).status_code == 200
-                        await next_matching(browser, console_has(server_id, "Stopping"))
-                        await next_matching(browser, state_is(server_id, "stopped"))
-                        assert echo_pids(tmp_path) == []
-                finally:
-                    stop_process(agent)
-                    for pid in echo_pids(tmp_path):
-                        os.kill(pid, signal.SIGKILL)
+                # Graceful stop: the template's stop command.
+                assert (await http.post(f"/api/servers/{server_id}/stop")).status_code == 200
+                await next_matching(browser, console_has(server_id, "Stopping"))
+                await next_matching(browser, state_is(server_id, "stopped"))
+                assert echo_pids(tmp_path) == []
+        finally:
+            stop_process(agent)
+            for pid in echo_pids(tmp_path):
+                os.kill(pid, signal.SIGKILL)

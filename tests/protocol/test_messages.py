@@ -16,7 +16,9 @@ from hostplane.protocol import (
     Response,
     StartServer,
     Subscribe,
+    decode_chunk,
     dump,
+    encode_chunk,
     parse_message,
     request_id_of,
 )
@@ -49,6 +51,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "backupPath": "/var/lib/x/manual-20260125.tar.gz",
         "sizeMb": 256.0,
         "checksum": "sha256:abc123",
+        "backupId": "01JD0000000000000000000001",
+        "sizeBytes": 268435456,
+        "success": True,
     },
     "health_report": {
         "type": "health_report",
@@ -95,6 +100,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "allocatedDiskMb": 10240,
         "primaryPort": 25565,
         "networkMode": "bridge",
+        "portBindings": {"25565": 25565},
         "suspended": False,
     },
     "start_server": {
@@ -110,6 +116,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "allocatedDiskMb": 10240,
         "primaryPort": 25565,
         "networkMode": "bridge",
+        "portBindings": {"25565": 25565, "25575": 30001},
         "suspended": False,
     },
     "stop_server": {
@@ -179,7 +186,138 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "seq": 121,
     },
     "lines_dropped": {"type": "lines_dropped", "serverId": "s", "count": 5000},
+    "delete_server": {
+        "type": "delete_server",
+        "requestId": "r",
+        "serverId": "s",
+        "serverUuid": UUID,
+    },
+    "operation_progress": {
+        "type": "operation_progress",
+        "serverId": "s",
+        "operation": "backup",
+        "done": 512,
+        "total": 1024,
+        "unit": "bytes",
+        "requestId": "r9",
+    },
+    "file_list": {"type": "file_list", "requestId": "r", "serverId": "s", "path": "/world"},
+    "file_stat": {"type": "file_stat", "requestId": "r", "serverId": "s", "path": "/a"},
+    "file_read": {
+        "type": "file_read",
+        "requestId": "r",
+        "serverId": "s",
+        "path": "/a",
+        "streamId": "01JD0000000000000000000000",
+        "maxBytes": 10,
+    },
+    "file_write": {
+        "type": "file_write",
+        "requestId": "r",
+        "serverId": "s",
+        "path": "/a",
+        "streamId": "01JD0000000000000000000000",
+    },
+    "file_mkdir": {"type": "file_mkdir", "requestId": "r", "serverId": "s", "path": "/d"},
+    "file_delete": {
+        "type": "file_delete",
+        "requestId": "r",
+        "serverId": "s",
+        "paths": ["/a", "/b"],
+    },
+    "file_rename": {
+        "type": "file_rename",
+        "requestId": "r",
+        "serverId": "s",
+        "source": "/a",
+        "destination": "/b",
+    },
+    "file_copy": {"type": "file_copy", "requestId": "r", "serverId": "s", "path": "/a"},
+    "file_chmod": {
+        "type": "file_chmod",
+        "requestId": "r",
+        "serverId": "s",
+        "path": "/a",
+        "mode": 420,
+    },
+    "file_compress": {
+        "type": "file_compress",
+        "requestId": "r",
+        "serverId": "s",
+        "paths": ["/world"],
+        "archiveName": "w.tar.gz",
+        "destination": "/",
+    },
+    "file_decompress": {
+        "type": "file_decompress",
+        "requestId": "r",
+        "serverId": "s",
+        "archivePath": "/w.tar.gz",
+        "targetPath": "/",
+    },
+    "file_pull": {
+        "type": "file_pull",
+        "requestId": "r",
+        "serverId": "s",
+        "url": "https://example.com/a.jar",
+        "directory": "/",
+    },
+    "backup_read": {
+        "type": "backup_read",
+        "requestId": "r",
+        "serverId": "s",
+        "backupId": "b1",
+        "streamId": "01JD0000000000000000000000",
+    },
+    "transfer_export": {
+        "type": "transfer_export",
+        "requestId": "r",
+        "serverId": "s",
+        "streamId": "01JD0000000000000000000000",
+    },
+    "transfer_import": {
+        "type": "transfer_import",
+        "requestId": "r",
+        "serverId": "s",
+        "streamId": "01JD0000000000000000000000",
+    },
+    "transfer_commit": {"type": "transfer_commit", "requestId": "r", "serverId": "s"},
+    "transfer_abort": {
+        "type": "transfer_abort",
+        "requestId": "r",
+        "serverId": "s",
+        "removeFiles": True,
+    },
+    "transfer_cleanup": {"type": "transfer_cleanup", "requestId": "r", "serverId": "s"},
+    "stream_credit": {
+        "type": "stream_credit",
+        "streamId": "01JD0000000000000000000000",
+        "bytes": 1048576,
+    },
+    "stream_end": {
+        "type": "stream_end",
+        "streamId": "01JD0000000000000000000000",
+        "size": 3,
+        "sha256": "ab",
+    },
+    "stream_error": {
+        "type": "stream_error",
+        "streamId": "01JD0000000000000000000000",
+        "code": "TOO_LARGE",
+        "message": "too large",
+    },
 }
+
+
+def test_chunk_frames_round_trip() -> None:
+    frame = encode_chunk("01JD0000000000000000000000", b"\x00payload")
+    assert decode_chunk(frame) == ("01JD0000000000000000000000", b"\x00payload")
+    with pytest.raises(ProtocolError):
+        decode_chunk(b"\x02" + frame[1:])
+    with pytest.raises(ProtocolError):
+        decode_chunk(frame[:10])
+    with pytest.raises(ProtocolError):
+        encode_chunk("short", b"x")
 
 
 def test_every_message_type_has_an_example() -> None:
@@ -231,7 +369,12 @@ def test_documented_shapes_parse() -> None:
     assert request_id_of(install) == "r1"
     subscribe = parse_message({"type": "subscribe", "serverId": "s"})
     assert isinstance(subscribe, Subscribe)
-    assert subscribe.events == ["server_log", "server_state_update", "resource_stats"]
+    assert subscribe.events == [
+        "server_log",
+        "server_state_update",
+        "resource_stats",
+        "operation_progress",
+    ]
 
 
 def test_console_output_batches_lines() -> None:

@@ -167,7 +167,29 @@ async def matrix_world(
     async def fresh_subuser_id() -> str:
         return await grant(server.id)
 
+    async def completed_backup(server_id: str) -> str:
+        from hostplane.infra.backups.models import Backup
+
+        backup = Backup(
+            tenant_id=tenant.id,
+            server_id=server_id,
+            node_id=node.id,
+            name="matrix",
+            status="completed",
+            size_bytes=10,
+            checksum="sha256:" + "0" * 64,
+        )
+        db.add(backup)
+        await db.commit()
+        return backup.id
+
+    backup_id = await completed_backup(server.id)
+
+    async def fresh_backup_id() -> str:
+        return await completed_backup(server.id)
+
     ids = {
+        "backup_id": backup_id,
         "node_id": node.id,
         "template_id": template.id,
         "server_id": server.id,
@@ -178,6 +200,7 @@ async def matrix_world(
         "fresh_server_id": fresh_server_id,
         "fresh_allocation_port": fresh_allocation_port,
         "fresh_subuser_id": fresh_subuser_id,
+        "fresh_backup_id": fresh_backup_id,
         "fresh_node_id": lambda: _fresh_node_id(db, tenant),
         "fresh_template_id": lambda: _fresh_template_id(db, tenant),
     }

@@ -8,13 +8,16 @@ variables, then a TOML file (``AgentSettings.load(path)``)::
     token = "..."
     data_dir = "/var/lib/hostplane-agent"
     sandbox = true
+    runtime = "docker"        # or "process" (the default)
+    docker_host = "unix:///run/podman/podman.sock"
 """
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -23,6 +26,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+def _default_docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
 
 _toml_file: ContextVar[Path | None] = ContextVar("hostplane_agent_toml", default=None)
 
@@ -40,6 +48,38 @@ class AgentSettings(BaseSettings):
         default=False,
         description="Run servers under bubblewrap when `bwrap` is on PATH.",
     )
+    runtime: Literal["process", "docker"] = Field(
+        default="process",
+        description="`process`: supervised processes (optionally bubblewrap); "
+        "`docker`: one container per server through the Docker Engine API.",
+    )
+    docker_host: str = Field(
+        default_factory=_default_docker_host,
+        description="The engine's API (Docker or `podman system service`); default "
+        "`DOCKER_HOST`, else `unix:///var/run/docker.sock`.",
+    )
+    docker_api_version: str = Field(
+        default="v1.41", description="The pinned Engine API version, with the `v`."
+    )
+    docker_memory_overhead_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Added to a server's memory allocation for its container's limit.",
+    )
+    docker_pids_limit: int = Field(
+        default=512, ge=0, description="Processes per container (0: no limit)."
+    )
+    docker_bind_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 - game ports are public by design
+        description="The host address servers' ports are published on.",
+    )
+    docker_network_mode: str = Field(
+        default="bridge", description="The network servers' containers join."
+    )
+    docker_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on every container (JSON in the environment).",
+    )
     heartbeat_interval: float = 30.0
     health_interval: float = 30.0
     stats_interval: float = 5.0
@@ -48,6 +88,18 @@ class AgentSettings(BaseSettings):
     reconnect_min_delay: float = 1.0
     reconnect_max_delay: float = 60.0
     handshake_timeout: float = 10.0
+    # Files, archives and backups (limits protect the node's disk and memory).
+    archive_max_bytes: int = Field(
+        default=20 * 2**30, description="Most bytes one decompress or restore may write."
+    )
+    archive_max_files: int = Field(
+        default=200_000, description="Most entries one decompress or restore may create."
+    )
+    pull_max_bytes: int = Field(
+        default=4 * 2**30, description="Largest file a pull-from-URL may download."
+    )
+    pull_timeout: float = Field(default=600.0, description="Deadline of one pull-from-URL.")
+    backup_compression_level: int = Field(default=1, ge=1, le=19)
 
     @classmethod
     def settings_customise_sources(

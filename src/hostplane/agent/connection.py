@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,18 +34,25 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from hostplane.agent import sysinfo
 from hostplane.agent.config import AgentSettings
+from hostplane.agent.handlers.backups import BackupHandlers
+from hostplane.agent.handlers.context import HandlerContext
+from hostplane.agent.handlers.files import FileHandlers
+from hostplane.agent.handlers.transfers import TransferHandlers
 from hostplane.agent.runtime import (
     AgentRuntimeError,
     InstallFailed,
+    LaunchSpec,
     LinesLost,
     OutputBatch,
-    ProcessRuntime,
     RuntimeEvent,
     StateChange,
 )
+from hostplane.agent.runtimes import ServerRuntime
+from hostplane.agent.streams import StreamHub
 from hostplane.protocol import (
     ConsoleInput,
     ConsoleOutput,
+    DeleteServer,
     Error,
     ExecuteCommand,
     HealthReport,
@@ -64,6 +73,9 @@ from hostplane.protocol import (
     ServerStateUpdate,
     StartServer,
     StopServer,
+    StreamCredit,
+    StreamEnd,
+    StreamError,
     WireModel,
     dump,
     parse_message,
@@ -82,7 +94,7 @@ class HandshakeRejected(Exception):
 class AgentConnection:
     """One agent's link to the panel. ``await run()`` until :meth:`close`."""
 
-    def __init__(self, settings: AgentSettings, runtime: ProcessRuntime) -> None:
+    def __init__(self, settings: AgentSettings, runtime: ServerRuntime) -> None:
         self.settings = settings
         self.runtime = runtime
         self.connected = asyncio.Event()
@@ -92,6 +104,22 @@ class AgentConnection:
         self._pending: RuntimeEvent | None = None
         self._requests: set[asyncio.Task[None]] = set()
         self._host_cpu = sysinfo.host_cpu_sample()
+        self.streams = StreamHub(self.send, self._send_bytes)
+        self.context = context = HandlerContext(
+            settings=settings,
+            streams=self.streams,
+            send=self.send,
+            server_dir=runtime.server_dir,
+            is_running=self._is_running,
+        )
+        self._handlers: dict[type[WireModel], Callable[[Any], Awaitable[Any]]] = {
+            **FileHandlers(context).handlers(),
+            **BackupHandlers(context).handlers(),
+            **TransferHandlers(context).handlers(),
+        }
+
+    async def _is_running(self, server_id: str) -> bool:
+        return (await self.runtime.status(server_id)).running
 
     def url(self) -> str:
         query = urlencode(
@@ -122,6 +150,7 @@ class AgentConnection:
             finally:
                 self._ws = None
                 self.connected.clear()
+                self.streams.abort_all("the panel connection was lost")
             if self._closing.is_set():
                 break
             ceiling = min(
@@ -174,6 +203,12 @@ class AgentConnection:
         if ws is None:
             raise ConnectionError("not connected to the panel")
         await ws.send(dump(message))
+
+    async def _send_bytes(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected to the panel")
+        await ws.send(frame)
 
     async def _session(self, ws: ClientConnection) -> None:
         tasks = [
@@ -244,9 +279,16 @@ class AgentConnection:
     async def _receive(self, ws: ClientConnection) -> None:
         async for raw in ws:
             try:
+                if isinstance(raw, bytes):
+                    # Stream chunks are handled in arrival order, never in a task.
+                    self.streams.on_frame(raw)
+                    continue
                 message = parse_message(raw)
             except ProtocolError as exc:
                 await self.send(Error(code=exc.code, message=exc.message))
+                continue
+            if isinstance(message, StreamCredit | StreamEnd | StreamError):
+                self.streams.on_control(message)
                 continue
             task = asyncio.create_task(self._handle(message))
             self._requests.add(task)
@@ -261,6 +303,17 @@ class AgentConnection:
             return
         except (ConnectionError, websockets.WebSocketException):
             return
+        except Exception:
+            # Details (paths of this host, tracebacks) stay in the agent's log.
+            logger.exception("request %s failed", message.type)
+            await self._answer(
+                Error(
+                    request_id=request_id,
+                    code="AGENT_ERROR",
+                    message=f"the node could not carry out {message.type}",
+                )
+            )
+            return
         if request_id is not None:
             await self._answer(Response(request_id=request_id, data=data))
 
@@ -272,6 +325,9 @@ class AgentConnection:
         """Carry out one panel message; the return value is the response's ``data``."""
         runtime = self.runtime
         settings = self.settings
+        if isinstance(message, InstallServer | StartServer | RestartServer):
+            # Not while a restore or an export holds the server's files.
+            self.context.ensure_idle(message.server_id)
         if isinstance(message, InstallServer):
             return await self._install(message)
         if isinstance(message, StartServer):
@@ -281,6 +337,7 @@ class AgentConnection:
                 message.template.start_command,
                 env=message.environment,
                 stop_command=message.effective_stop_command(),
+                spec=launch_spec(message),
             )
             return {"pid": status.pid, "sandbox": status.sandbox}
         if isinstance(message, StopServer):
@@ -297,6 +354,11 @@ class AgentConnection:
                 term_timeout=settings.term_timeout,
             )
             return {"pid": status.pid, "sandbox": status.sandbox}
+        if isinstance(message, DeleteServer):
+            self.context.ensure_idle(message.server_id)
+            await runtime.forget(message.server_id)
+            await self._remove_files(message.server_id)
+            return {"deleted": True}
         if isinstance(message, KillServer):
             status = await runtime.kill(message.server_id)
             return {"state": status.state, "exitCode": status.exit_code}
@@ -308,7 +370,20 @@ class AgentConnection:
             return None
         if isinstance(message, NodeHandshakeResponse | Heartbeat | Response | Error):
             return None
+        handler = self._handlers.get(type(message))
+        if handler is not None:
+            return await handler(message)
         raise NotSupported(f"{message.type} is not supported by this agent yet")
+
+    async def _remove_files(self, server_id: str) -> None:
+        """A deleted server's files, backups and staged transfer go with it."""
+        data_dir = Path(self.settings.data_dir)
+        for folder in (
+            self.runtime.server_dir(server_id),
+            data_dir / "backups" / server_id,
+            data_dir / "transfers" / server_id,
+        ):
+            await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def _install(self, message: InstallServer) -> Any:
         script = message.script()
@@ -318,7 +393,7 @@ class AgentConnection:
         await self.send(ServerStateUpdate(server_id=server_id, state="installing"))
         try:
             async for batch in self.runtime.install(
-                server_id, script, env=message.merged_environment()
+                server_id, script, env=message.merged_environment(), spec=launch_spec(message)
             ):
                 await self.send(
                     ConsoleOutput(server_id=server_id, stream="system", data=_join(batch.lines))
@@ -336,6 +411,25 @@ class AgentConnection:
 
 class NotSupported(AgentRuntimeError):
     code = "NOT_SUPPORTED"
+
+
+def launch_spec(message: StartServer | InstallServer) -> LaunchSpec:
+    """The container settings a start or install message carries."""
+    bindings: dict[int, int] = {}
+    for container_port, host_port in message.port_bindings.items():
+        with contextlib.suppress(ValueError):
+            bindings[int(container_port)] = host_port
+    install_image = message.template.install_image if isinstance(message, InstallServer) else None
+    return LaunchSpec(
+        image=message.template.docker_image,
+        install_image=install_image,
+        port_bindings=bindings,
+        memory_mb=message.allocated_memory_mb,
+        cpu_cores=message.allocated_cpu_cores,
+        disk_mb=message.allocated_disk_mb,
+        primary_port=message.primary_port,
+        container_name=message.container_name,
+    )
 
 
 def _join(lines: list[str]) -> str:

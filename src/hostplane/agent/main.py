@@ -1,7 +1,8 @@
 """The agent's entry point: reattach to running servers, then serve the panel.
 
 SIGTERM or SIGINT closes the panel connection and exits; the servers keep
-running under their supervisors and the next agent reattaches to them.
+running (under their supervisors, or as containers) and the next agent
+reattaches to them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,31 @@ import signal
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.connection import AgentConnection
 from hostplane.agent.runtime import ProcessRuntime
+from hostplane.agent.runtimes import ServerRuntime
+
+
+def build_runtime(settings: AgentSettings) -> ServerRuntime:
+    """The runtime ``settings.runtime`` names."""
+    if settings.runtime == "docker":
+        # Imported here: aiodocker is only needed on container nodes.
+        from hostplane.agent.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(
+            settings.data_dir,
+            docker_host=settings.docker_host,
+            api_version=settings.docker_api_version,
+            node_id=settings.node_id,
+            memory_overhead_mb=settings.docker_memory_overhead_mb,
+            pids_limit=settings.docker_pids_limit,
+            bind_address=settings.docker_bind_address,
+            network_mode=settings.docker_network_mode,
+            labels=settings.docker_labels,
+        )
+    return ProcessRuntime(settings.data_dir, sandbox=settings.sandbox)
 
 
 async def serve(settings: AgentSettings) -> None:
-    runtime = ProcessRuntime(settings.data_dir, sandbox=settings.sandbox)
+    runtime = build_runtime(settings)
     await runtime.reattach()
     connection = AgentConnection(settings, runtime)
     loop = asyncio.get_running_loop()

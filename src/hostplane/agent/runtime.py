@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hostplane.agent import sysinfo
 from hostplane.agent.sandbox import build_launch
@@ -38,9 +40,9 @@ from hostplane.agent.supervisor import (
     write_json_atomic,
 )
 
-_SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CONTROL_TIMEOUT = 10.0
-_LAST_START = "last-start.json"
+LAST_START = "last-start.json"
 
 
 class AgentRuntimeError(Exception):
@@ -103,6 +105,117 @@ RuntimeEvent = OutputBatch | StateChange | LinesLost
 
 
 @dataclass(frozen=True)
+class LaunchSpec:
+    """What a container runtime needs beyond the command line and environment.
+
+    The process runtime has no images, port mapping or cgroup limits and
+    ignores these; the Docker runtime applies all of them.
+    """
+
+    image: str | None = None
+    install_image: str | None = None
+    """The image the install script runs in (default: ``image``)."""
+    port_bindings: dict[int, int] = field(default_factory=dict)
+    """Container port -> host port."""
+    memory_mb: int | None = None
+    cpu_cores: float | None = None
+    disk_mb: int | None = None
+    primary_port: int | None = None
+    container_name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> LaunchSpec:
+        """The spec recorded by :func:`record_last_start` (empty when there is none)."""
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["port_bindings"] = {
+            int(k): int(v) for k, v in (values.get("port_bindings") or {}).items()
+        }
+        return cls(**values)
+
+
+def record_last_start(
+    run_dir: Path,
+    command: str,
+    env: dict[str, str] | None,
+    stop_command: str | None,
+    spec: LaunchSpec | None,
+) -> None:
+    """Remember how a server was started, so ``restart`` can start it the same way."""
+    write_json_atomic(
+        run_dir / LAST_START,
+        {
+            "command": command,
+            "env": env or {},
+            "stopCommand": stop_command,
+            "spec": dataclasses.asdict(spec or LaunchSpec()),
+        },
+    )
+
+
+class ServerFolders:
+    """Where a runtime keeps each server: ``servers/<id>/`` (its files) and
+    ``run/<id>/`` (its run state), under the agent's data folder."""
+
+    servers_root: Path
+    run_root: Path
+
+    def _check(self, server_id: str) -> str:
+        if not SERVER_ID.match(server_id):
+            raise InvalidServerId(f"invalid server id {server_id!r}")
+        return server_id
+
+    def server_dir(self, server_id: str) -> Path:
+        return self.servers_root / self._check(server_id)
+
+    def run_dir(self, server_id: str) -> Path:
+        return self.run_root / self._check(server_id)
+
+
+class _Startable(Protocol):
+    def run_dir(self, server_id: str) -> Path: ...
+
+    async def status(self, server_id: str) -> ServerStatus: ...
+
+    async def stop(
+        self, server_id: str, *, stop_timeout: float = ..., term_timeout: float = ...
+    ) -> ServerStatus: ...
+
+    async def start(
+        self,
+        server_id: str,
+        command: str,
+        *,
+        env: dict[str, str] | None = ...,
+        stop_command: str | None = ...,
+        spec: LaunchSpec | None = ...,
+    ) -> ServerStatus: ...
+
+
+class RestartsLastStart:
+    """``restart`` for runtimes that record their starts with :func:`record_last_start`."""
+
+    async def restart(
+        self: _Startable, server_id: str, *, stop_timeout: float = 30.0, term_timeout: float = 10.0
+    ) -> ServerStatus:
+        """Stop the server if it runs, then start it again as it was last started."""
+        last = read_json(self.run_dir(server_id) / LAST_START)
+        if last is None:
+            raise ServerNotRunning(f"server {server_id} was never started")
+        if (await self.status(server_id)).running:
+            await self.stop(server_id, stop_timeout=stop_timeout, term_timeout=term_timeout)
+        return await self.start(
+            server_id,
+            str(last["command"]),
+            env=dict(last.get("env") or {}),
+            stop_command=last.get("stopCommand"),
+            spec=LaunchSpec.from_json(last.get("spec")),
+        )
+
+
+@dataclass(frozen=True)
 class ServerStatus:
     server_id: str
     state: str
@@ -154,7 +267,7 @@ class _Attachment:
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
 
-class ProcessRuntime:
+class ProcessRuntime(ServerFolders, RestartsLastStart):
     """Runs servers as supervised processes under ``data_dir``.
 
     Events of every attached server arrive through :meth:`events` (one
@@ -180,19 +293,6 @@ class ProcessRuntime:
         self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue(maxsize=event_buffer)
         self._attached: dict[str, _Attachment] = {}
         self._usage: dict[str, sysinfo.GroupUsage] = {}
-
-    # ------------------------------------------------------------------ paths
-
-    def _check(self, server_id: str) -> str:
-        if not _SERVER_ID.match(server_id):
-            raise InvalidServerId(f"invalid server id {server_id!r}")
-        return server_id
-
-    def server_dir(self, server_id: str) -> Path:
-        return self.servers_root / self._check(server_id)
-
-    def run_dir(self, server_id: str) -> Path:
-        return self.run_root / self._check(server_id)
 
     # ------------------------------------------------------------------ control
 
@@ -254,8 +354,12 @@ class ProcessRuntime:
         env: dict[str, str] | None = None,
         stop_command: str | None = None,
         attach: bool = True,
+        spec: LaunchSpec | None = None,
     ) -> ServerStatus:
         """Start ``command`` (a shell command line) in the server's data folder.
+
+        ``spec`` is accepted for interface parity with the container runtime;
+        a process has no image or port mapping to apply.
 
         Raises :class:`ServerAlreadyRunning` if its supervisor is alive.
         """
@@ -267,7 +371,7 @@ class ProcessRuntime:
         data_dir.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         launch = build_launch(command, data_dir=data_dir, env=env or {}, sandbox=self.sandbox)
-        spec = {
+        supervisor_spec = {
             "serverId": server_id,
             "argv": launch.argv,
             "cwd": launch.cwd,
@@ -276,11 +380,8 @@ class ProcessRuntime:
             "sandbox": launch.sandbox,
             "awaitAttach": attach,
         }
-        write_json_atomic(run_dir / SPEC_NAME, spec)
-        write_json_atomic(
-            run_dir / _LAST_START,
-            {"command": command, "env": env or {}, "stopCommand": stop_command},
-        )
+        write_json_atomic(run_dir / SPEC_NAME, supervisor_spec)
+        record_last_start(run_dir, command, env, stop_command, spec)
         await self._detach_stream(server_id)
         proc = await asyncio.create_subprocess_exec(
             self.python,
@@ -330,28 +431,12 @@ class ProcessRuntime:
             return await self.status(server_id)
         return await self._wait_exit(server_id, 10.0)
 
-    async def restart(
-        self, server_id: str, *, stop_timeout: float = 30.0, term_timeout: float = 10.0
-    ) -> ServerStatus:
-        """Stop the server if it runs, then start it again as it was last started."""
-        last = read_json(self.run_dir(server_id) / _LAST_START)
-        if last is None:
-            raise ServerNotRunning(f"server {server_id} was never started")
-        if (await self.status(server_id)).running:
-            await self.stop(server_id, stop_timeout=stop_timeout, term_timeout=term_timeout)
-        return await self.start(
-            server_id,
-            str(last["command"]),
-            env=dict(last.get("env") or {}),
-            stop_command=last.get("stopCommand"),
-        )
-
     async def list_servers(self) -> list[ServerStatus]:
         """Every server this node has run, with its current status."""
         names = [
             d.name
             for d in sorted(self.run_root.iterdir())
-            if d.is_dir() and _SERVER_ID.match(d.name)
+            if d.is_dir() and SERVER_ID.match(d.name)
         ]
         return [await self.status(name) for name in names]
 
@@ -363,6 +448,13 @@ class ProcessRuntime:
             if not status.running or loop.time() > deadline:
                 return status
             await asyncio.sleep(0.05)
+
+    async def forget(self, server_id: str) -> None:
+        """Drop everything this runtime keeps for a stopped server (its run folder)."""
+        if (await self.status(server_id)).running:
+            raise ServerAlreadyRunning(f"server {server_id} is running")
+        await self._detach_stream(server_id)
+        shutil.rmtree(self.run_dir(server_id), ignore_errors=True)
 
     async def send_input(self, server_id: str, data: str) -> None:
         """Write ``data`` to the server's stdin as is (add the newline yourself)."""
@@ -380,7 +472,7 @@ class ProcessRuntime:
         """
         statuses = []
         for run_dir in sorted(self.run_root.iterdir()):
-            if not run_dir.is_dir() or not _SERVER_ID.match(run_dir.name):
+            if not run_dir.is_dir() or not SERVER_ID.match(run_dir.name):
                 continue
             server_id = run_dir.name
             status = await self.status(server_id)
@@ -545,7 +637,12 @@ class ProcessRuntime:
     # ------------------------------------------------------------------ install
 
     async def install(
-        self, server_id: str, script: str, *, env: dict[str, str] | None = None
+        self,
+        server_id: str,
+        script: str,
+        *,
+        env: dict[str, str] | None = None,
+        spec: LaunchSpec | None = None,
     ) -> AsyncIterator[OutputBatch]:
         """Run ``script`` with ``/bin/sh`` in the server's data folder (sandboxed
         like the server), yielding its output; raises :class:`InstallFailed`

@@ -53,6 +53,25 @@ class JobSettings(BaseModel):
     lease_seconds: float = Field(default=300.0, gt=0)
 
 
+class FileSettings(BaseModel):
+    """The file manager's limits on the panel (the node has its own, see the agent)."""
+
+    upload_max_bytes: int = Field(default=100 * 2**20, ge=1)
+    # Text read or written inline as JSON (``/files/content``, ``/files/write``).
+    content_max_bytes: int = Field(default=5 * 2**20, ge=1)
+
+
+class BackupSettings(BaseModel):
+    """Server backups: how many, how often, how long one may take."""
+
+    # Per server; when full, a new backup evicts the oldest unlocked one.
+    limit_per_server: int = Field(default=10, ge=1, le=1000)
+    # At most ``throttle_count`` new backups per server in ``throttle_seconds``.
+    throttle_count: int = Field(default=2, ge=1)
+    throttle_seconds: int = Field(default=600, ge=0)
+    timeout_seconds: float = Field(default=6 * 3600, gt=0)
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -130,6 +149,8 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -24,7 +24,9 @@ ServerState = Literal[
     "stopped", "installing", "starting", "running", "stopping", "crashed", "suspended"
 ]
 OutputStream = Literal["stdout", "stderr", "system"]
-SubscribableEvent = Literal["server_log", "server_state_update", "resource_stats"]
+SubscribableEvent = Literal[
+    "server_log", "server_state_update", "resource_stats", "operation_progress"
+]
 
 
 class ProtocolError(ValueError):
@@ -107,12 +109,34 @@ class ConsoleOutput(WireModel):
 
 
 class BackupComplete(WireModel):
+    """Addition: ``backupId``, ``sizeBytes``, and ``success``/``error`` so a
+    failed backup is reported the same way (``checksum`` is then empty)."""
+
     type: Literal["backup_complete"] = "backup_complete"
     server_id: str
     backup_name: str
     backup_path: str
     size_mb: float
     checksum: str
+    backup_id: str | None = None
+    size_bytes: int | None = None
+    success: bool = True
+    error: str | None = None
+
+
+class OperationProgress(WireModel):
+    """Addition: progress of long work on a server (install, backup, restore,
+    transfer, decompress). ``done``/``total`` are bytes unless ``unit`` says
+    otherwise; ``total`` is 0 when unknown."""
+
+    type: Literal["operation_progress"] = "operation_progress"
+    server_id: str
+    operation: str
+    done: int
+    total: int = 0
+    unit: str = "bytes"
+    request_id: str | None = None
+    message: str | None = None
 
 
 class HealthReport(WireModel):
@@ -165,6 +189,8 @@ class InstallTemplate(WireModel):
     environment: dict[str, str] = Field(default_factory=dict)
     install_script: str | None = None
     """Addition: the shell script that installs the server into its data folder."""
+    install_image: str | None = None
+    """Addition: the image the install script runs in (default: ``dockerImage``)."""
     start_command: str | None = None
     stop_command: str | None = None
 
@@ -184,6 +210,9 @@ class InstallServer(_Request):
     allocated_disk_mb: int | None = None
     primary_port: int | None = None
     network_mode: str | None = None
+    port_bindings: dict[str, int] = Field(default_factory=dict)
+    """Addition: container port (as a string key) -> host port, every allocation."""
+    container_name: str | None = None
     suspended: bool = False
 
     def script(self) -> str | None:
@@ -197,6 +226,8 @@ class StartTemplate(WireModel):
     start_command: str
     stop_command: str | None = None
     """Addition: written to the server's stdin to stop it gracefully."""
+    docker_image: str | None = None
+    """Addition: the image the container runtime runs."""
 
 
 class StartServer(_Request):
@@ -215,6 +246,9 @@ class StartServer(_Request):
     allocated_disk_mb: int | None = None
     primary_port: int | None = None
     network_mode: str | None = None
+    port_bindings: dict[str, int] = Field(default_factory=dict)
+    """Addition: container port (as a string key) -> host port, every allocation."""
+    container_name: str | None = None
     suspended: bool = False
 
     def effective_stop_command(self) -> str | None:
@@ -247,6 +281,15 @@ class KillServer(_Request):
     server_uuid: str | None = None
 
 
+class DeleteServer(_Request):
+    """The panel deleted the (stopped) server: the node removes its container or
+    run state, its files, its backups and any staged transfer."""
+
+    type: Literal["delete_server"] = "delete_server"
+    server_id: str
+    server_uuid: str | None = None
+
+
 class ConsoleInput(_Request):
     """Panel -> agent and client -> panel."""
 
@@ -272,26 +315,190 @@ class FileOperation(_Request):
 
 
 class CreateBackup(_Request):
+    """Addition: ``backupId`` names the archive. The agent keeps backups in its
+    own folder and ignores ``backupPath``/``serverDir`` as locations (a panel
+    never chooses paths on a node); they are accepted for compatibility."""
+
     type: Literal["create_backup"] = "create_backup"
     server_id: str
     server_uuid: str | None = None
     backup_name: str
     server_dir: str | None = None
-    backup_path: str
+    backup_path: str | None = None
+    backup_id: str | None = None
 
 
 class RestoreBackup(_Request):
+    """Addition: ``backupId`` and ``checksum`` (verified before extracting)."""
+
     type: Literal["restore_backup"] = "restore_backup"
     server_id: str
     server_uuid: str | None = None
-    backup_path: str
+    backup_path: str | None = None
     server_dir: str | None = None
+    backup_id: str | None = None
+    checksum: str | None = None
 
 
 class DeleteBackup(_Request):
     type: Literal["delete_backup"] = "delete_backup"
     server_id: str
-    backup_path: str
+    backup_path: str | None = None
+    backup_id: str | None = None
+
+
+# Additions: files, backup downloads and transfers. Bodies travel as streams
+# (see ``StreamCredit``); each request names the stream it reads or writes.
+
+
+class _ServerRequest(_Request):
+    server_id: str
+
+
+class FileList(_ServerRequest):
+    type: Literal["file_list"] = "file_list"
+    path: str = "/"
+
+
+class FileStat(_ServerRequest):
+    type: Literal["file_stat"] = "file_stat"
+    path: str
+
+
+class FileRead(_ServerRequest):
+    """The agent streams the file on ``streamId`` and answers ``{size}``."""
+
+    type: Literal["file_read"] = "file_read"
+    path: str
+    stream_id: str
+    max_bytes: int | None = None
+
+
+class FileWrite(_ServerRequest):
+    """The panel streams the content on ``streamId``; the agent grants credit,
+    writes atomically and answers ``{size, path}``."""
+
+    type: Literal["file_write"] = "file_write"
+    path: str
+    stream_id: str
+    max_bytes: int | None = None
+
+
+class FileMkdir(_ServerRequest):
+    type: Literal["file_mkdir"] = "file_mkdir"
+    path: str
+
+
+class FileDelete(_ServerRequest):
+    type: Literal["file_delete"] = "file_delete"
+    paths: list[str]
+
+
+class FileRename(_ServerRequest):
+    type: Literal["file_rename"] = "file_rename"
+    source: str
+    destination: str
+
+
+class FileCopy(_ServerRequest):
+    type: Literal["file_copy"] = "file_copy"
+    path: str
+    destination: str | None = None
+
+
+class FileChmod(_ServerRequest):
+    type: Literal["file_chmod"] = "file_chmod"
+    path: str
+    mode: int
+
+
+class FileCompress(_ServerRequest):
+    type: Literal["file_compress"] = "file_compress"
+    paths: list[str]
+    archive_name: str
+    destination: str = "/"
+
+
+class FileDecompress(_ServerRequest):
+    type: Literal["file_decompress"] = "file_decompress"
+    archive_path: str
+    target_path: str = "/"
+
+
+class FilePull(_ServerRequest):
+    type: Literal["file_pull"] = "file_pull"
+    url: str
+    directory: str = "/"
+    filename: str | None = None
+
+
+class BackupRead(_ServerRequest):
+    """Stream a backup archive (for a one-time download link)."""
+
+    type: Literal["backup_read"] = "backup_read"
+    backup_id: str
+    stream_id: str
+
+
+class TransferExport(_ServerRequest):
+    """Source node: stream the server's files as an archive on ``streamId``;
+    ``stream_end`` carries its size and sha256."""
+
+    type: Literal["transfer_export"] = "transfer_export"
+    stream_id: str
+
+
+class TransferImport(_ServerRequest):
+    """Target node: receive the archive on ``streamId`` into a staging area,
+    verify the sha256 that ``stream_end`` announces, extract it (still staged)."""
+
+    type: Literal["transfer_import"] = "transfer_import"
+    stream_id: str
+
+
+class TransferCommit(_ServerRequest):
+    """Target node: move the staged files into place."""
+
+    type: Literal["transfer_commit"] = "transfer_commit"
+
+
+class TransferAbort(_ServerRequest):
+    """Target node: discard whatever was staged or committed for this server."""
+
+    type: Literal["transfer_abort"] = "transfer_abort"
+    remove_files: bool = False
+
+
+class TransferCleanup(_ServerRequest):
+    """Source node, after the panel moved the server: delete its files there."""
+
+    type: Literal["transfer_cleanup"] = "transfer_cleanup"
+
+
+class StreamCredit(WireModel):
+    """Flow control: the receiver of a stream allows ``bytes`` more."""
+
+    type: Literal["stream_credit"] = "stream_credit"
+    stream_id: str
+    bytes: int
+
+
+class StreamEnd(WireModel):
+    """The sender finished a stream: ``size`` bytes in all, with their sha256."""
+
+    type: Literal["stream_end"] = "stream_end"
+    stream_id: str
+    size: int
+    sha256: str | None = None
+
+
+class StreamError(WireModel):
+    """Either side gives up on a stream (the other stops sending or waiting)."""
+
+    type: Literal["stream_error"] = "stream_error"
+    stream_id: str
+    code: str = "STREAM_ABORTED"
+    message: str = "stream aborted"
 
 
 # --------------------------------------------------------------------- replies
@@ -319,7 +526,7 @@ class Error(WireModel):
 
 
 def _all_events() -> list[SubscribableEvent]:
-    return ["server_log", "server_state_update", "resource_stats"]
+    return ["server_log", "server_state_update", "resource_stats", "operation_progress"]
 
 
 class Subscribe(WireModel):
@@ -372,12 +579,35 @@ Message: TypeAlias = Annotated[
     | StopServer
     | RestartServer
     | KillServer
+    | DeleteServer
     | ConsoleInput
     | ExecuteCommand
     | FileOperation
     | CreateBackup
     | RestoreBackup
     | DeleteBackup
+    | OperationProgress
+    | FileList
+    | FileStat
+    | FileRead
+    | FileWrite
+    | FileMkdir
+    | FileDelete
+    | FileRename
+    | FileCopy
+    | FileChmod
+    | FileCompress
+    | FileDecompress
+    | FilePull
+    | BackupRead
+    | TransferExport
+    | TransferImport
+    | TransferCommit
+    | TransferAbort
+    | TransferCleanup
+    | StreamCredit
+    | StreamEnd
+    | StreamError
     | Response
     | Error
     | Subscribe
@@ -406,12 +636,35 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
         StopServer,
         RestartServer,
         KillServer,
+        DeleteServer,
         ConsoleInput,
         ExecuteCommand,
         FileOperation,
         CreateBackup,
         RestoreBackup,
         DeleteBackup,
+        OperationProgress,
+        FileList,
+        FileStat,
+        FileRead,
+        FileWrite,
+        FileMkdir,
+        FileDelete,
+        FileRename,
+        FileCopy,
+        FileChmod,
+        FileCompress,
+        FileDecompress,
+        FilePull,
+        BackupRead,
+        TransferExport,
+        TransferImport,
+        TransferCommit,
+        TransferAbort,
+        TransferCleanup,
+        StreamCredit,
+        StreamEnd,
+        StreamError,
         Response,
         Error,
         Subscribe,
@@ -455,3 +708,29 @@ def request_id_of(message: WireModel) -> str | None:
     """The ``requestId`` of a message, if it has one."""
     value = getattr(message, "request_id", None)
     return value if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------- stream chunks
+
+STREAM_ID_LENGTH = 26
+_CHUNK_MARK = b"\x01"
+
+
+def encode_chunk(stream_id: str, payload: bytes) -> bytes:
+    """A binary frame carrying part of a stream: a marker byte, the 26-character
+    stream id, then the payload (no JSON or base64 on the agent's socket)."""
+    raw_id = stream_id.encode("ascii")
+    if len(raw_id) != STREAM_ID_LENGTH:
+        raise ProtocolError(f"a stream id has {STREAM_ID_LENGTH} characters")
+    return _CHUNK_MARK + raw_id + payload
+
+
+def decode_chunk(frame: bytes) -> tuple[str, bytes]:
+    """The stream id and payload of a binary frame; :class:`ProtocolError` if malformed."""
+    if len(frame) < 1 + STREAM_ID_LENGTH or frame[:1] != _CHUNK_MARK:
+        raise ProtocolError("malformed binary frame")
+    try:
+        stream_id = frame[1 : 1 + STREAM_ID_LENGTH].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("malformed stream id") from exc
+    return stream_id, frame[1 + STREAM_ID_LENGTH :]

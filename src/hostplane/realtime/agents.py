@@ -22,21 +22,32 @@ from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import NotFound
 from hostplane.core.events.bus import Event
 from hostplane.core.runtime import Runtime
+from hostplane.infra.backups import service as backups
+from hostplane.infra.nodes import rpc
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.servers import logs as server_logs
 from hostplane.infra.servers import service as servers
 from hostplane.protocol.messages import (
+    BackupComplete,
     ConsoleOutput,
+    Error,
     HealthReport,
     Heartbeat,
     NodeHandshake,
     NodeHandshakeResponse,
+    OperationProgress,
     ProtocolError,
     Reconcile,
     ResourceStats,
+    Response,
     ServerLog,
     ServerStateUpdate,
+    StreamCredit,
+    StreamEnd,
+    StreamError,
+    decode_chunk,
     dump,
+    encode_chunk,
     parse_message,
 )
 from hostplane.realtime import topics
@@ -89,9 +100,21 @@ class AgentSession:
 
     async def _forward_commands(self, commands: Any) -> None:
         async for event in commands:
+            chunk = rpc.chunk_of(event)
+            if chunk is not None:
+                await self.websocket.send_bytes(encode_chunk(str(event.data["streamId"]), chunk))
+                continue
             message = event.data.get("message")
             if isinstance(message, dict):
                 await self.websocket.send_json(message)
+                request_id = message.get("requestId")
+                if isinstance(request_id, str):
+                    # Tells the caller (on any replica) that this node's agent is here.
+                    await self._publish(
+                        rpc.reply_topic(self.node_id, request_id),
+                        "agent.accepted",
+                        {"requestId": request_id},
+                    )
 
     async def _answer_replays(self, requests: Any) -> None:
         async for event in requests:
@@ -127,12 +150,14 @@ class AgentSession:
 
     async def _read(self) -> None:
         while True:
-            try:
-                raw = await self.websocket.receive_text()
-            except WebSocketDisconnect:
+            frame = await self.websocket.receive()
+            if frame["type"] == "websocket.disconnect":
                 return
+            if frame.get("bytes") is not None:
+                await self._chunk(frame["bytes"])
+                continue
             try:
-                message = parse_message(raw)
+                message = parse_message(frame.get("text") or "")
             except ProtocolError as exc:
                 await self.websocket.send_json(
                     {"type": "error", "code": exc.code, "message": str(exc)}
@@ -155,7 +180,43 @@ class AgentSession:
         self._own.add(server_id)
         return True
 
+    async def _chunk(self, frame: bytes) -> None:
+        """Part of a stream the agent sends: for whoever opened it, on any replica."""
+        try:
+            stream_id, payload = decode_chunk(frame)
+        except ProtocolError:
+            log.warning("gateway.malformed_chunk", node_id=self.node_id)
+            return
+        await self._publish(
+            rpc.stream_topic(self.node_id, stream_id),
+            "stream.chunk",
+            rpc.chunk_event(stream_id, payload).data,
+        )
+
+    async def _reply(self, message: Response | Error) -> None:
+        if message.request_id is None:
+            log.warning("gateway.agent_error", node_id=self.node_id, code=message.code)
+            return
+        await self._publish(
+            rpc.reply_topic(self.node_id, message.request_id),
+            "agent.reply",
+            {"message": message.model_dump(mode="json", by_alias=True, exclude_none=True)},
+        )
+
+    async def _stream_control(self, message: StreamCredit | StreamEnd | StreamError) -> None:
+        await self._publish(
+            rpc.stream_topic(self.node_id, message.stream_id),
+            "stream.control",
+            {"message": message.model_dump(mode="json", by_alias=True, exclude_none=True)},
+        )
+
     async def _handle(self, message: Any) -> None:
+        if isinstance(message, Response | Error):
+            await self._reply(message)
+            return
+        if isinstance(message, StreamCredit | StreamEnd | StreamError):
+            await self._stream_control(message)
+            return
         server_id = getattr(message, "server_id", None)
         if server_id is not None and not await self._owns(server_id):
             return
@@ -169,6 +230,16 @@ class AgentSession:
                     await self._state(server.server_id, server.state, server.exit_code)
         elif isinstance(message, ResourceStats):
             await self._stats(message)
+        elif isinstance(message, BackupComplete):
+            async with self.runtime.unit_of_work() as session:
+                scope_to_tenant(session, self.tenant_id)
+                await backups.apply_report(session, self.node_id, message)
+        elif isinstance(message, OperationProgress):
+            await self._publish(
+                topics.server_progress(message.server_id),
+                "server.progress",
+                message.model_dump(mode="json", by_alias=True, exclude_none=True),
+            )
         elif isinstance(message, Heartbeat | HealthReport):
             health = (
                 message.model_dump(mode="json", by_alias=True)
@@ -235,6 +306,9 @@ class AgentSession:
         )
         self._pending_logs.setdefault((message.server_id, message.stream), []).extend(lines)
 
+    async def publish_presence(self, kind: str) -> None:
+        await self._publish(rpc.presence_topic(self.node_id), kind, {"nodeId": self.node_id})
+
     async def _publish(self, topic: str, kind: str, data: dict[str, Any]) -> None:
         try:
             await self.runtime.bus.publish(Event(kind, data, tenant_id=self.tenant_id), topic=topic)
@@ -284,3 +358,5 @@ async def serve_agent(websocket: WebSocket, runtime: Runtime, node_id: str, toke
         await agent.run()
     finally:
         log.info("gateway.agent_disconnected", node_id=node_id)
+        # Whoever waits on this node's answers or streams stops waiting now.
+        await agent.publish_presence("node.disconnected")

@@ -132,6 +132,8 @@ class ClientSession:
             patterns.append(topics.server_state(server.id))
         if "resource_stats" in message.events:
             patterns.append(topics.server_stats(server.id))
+        if "operation_progress" in message.events:
+            patterns.append(topics.server_progress(server.id))
         ready = asyncio.Event()
         # Live lines wait behind the replay; those it already delivered are skipped.
         cursor = _Cursor(message.last_seq if wants_console else None)
@@ -194,6 +196,11 @@ class ClientSession:
                 elif event.type == "server.stats":
                     self.outbox.offer(
                         Frame(server_id, json.dumps({"type": "resource_stats"} | event.data))
+                    )
+                elif event.type == "server.progress":
+                    # Addition: install, backup, restore and transfer progress.
+                    self.outbox.offer(
+                        Frame(server_id, json.dumps(event.data | {"type": "operation_progress"}))
                     )
                 if events.dropped:
                     self.outbox.dropped[server_id] += events.dropped

@@ -22,6 +22,11 @@ def server_stats(server_id: str) -> str:
     return f"server.{server_id}.stats"
 
 
+def server_progress(server_id: str) -> str:
+    """``operation_progress`` of one server (install, backup, restore, transfer)."""
+    return f"server.{server_id}.progress"
+
+
 def replay_requests(node_id: str) -> str:
     """Requests for recent console lines of a node's servers (answered by the
     replica that holds the node's agent)."""

@@ -196,7 +196,7 @@ async def node_usage(session: AsyncSession, node_id: str, *, excluding: str | No
     return Usage(memory_mb=int(memory), cpu_cores=float(cpu), disk_mb=int(disk))
 
 
-async def _check_capacity(
+async def check_capacity(
     session: AsyncSession,
     node: Node,
     *,
@@ -367,7 +367,7 @@ async def _send(
     return message
 
 
-def _set_status(
+def set_status(
     session: AsyncSession, server: Server, status: str, *, reason: str | None = None
 ) -> None:
     previous = server.status
@@ -469,7 +469,7 @@ async def create_server(
     )
     # Variables first (the caller can fix them), then capacity.
     templates.render(template, variables_for(server, node, bindings, server.environment))
-    await _check_capacity(
+    await check_capacity(
         session,
         node,
         memory_mb=allocated_memory_mb,
@@ -523,7 +523,7 @@ async def update_server(
         lifecycle.ensure_off(server.status, action="change its resources")
         node = await nodes.get_node(session, server.node_id, for_update=True)
         wanted = {field: resources.get(field, getattr(server, field)) for field in RESOURCE_FIELDS}
-        await _check_capacity(
+        await check_capacity(
             session,
             node,
             memory_mb=wanted["allocated_memory_mb"],
@@ -589,7 +589,7 @@ async def suspend_server(
     server.suspended_at = utcnow()
     server.suspended_by_user_id = principal.user_id
     server.suspension_reason = reason
-    _set_status(session, server, "suspended", reason=reason)
+    set_status(session, server, "suspended", reason=reason)
     if was_live and nodes.is_online(node):
         await _send(session, server, node, "stop_server")
     await session.flush()
@@ -603,7 +603,7 @@ async def unsuspend_server(session: AsyncSession, principal: Principal, server_i
     server.suspended_at = None
     server.suspended_by_user_id = None
     server.suspension_reason = None
-    _set_status(session, server, "stopped")
+    set_status(session, server, "stopped")
     await session.flush()
     return server
 
@@ -618,7 +618,7 @@ async def install_server(session: AsyncSession, principal: Principal, server_id:
     node = await nodes.get_node(session, server.node_id)
     nodes.ensure_online(node)
     await _send(session, server, node, "install_server")
-    _set_status(session, server, "installing")
+    set_status(session, server, "installing")
     await session.flush()
     return server
 
@@ -669,7 +669,7 @@ async def power(
     if action == "start":
         # Someone started it by hand: the crash-loop window starts over.
         server.recent_crashes = []
-    _set_status(session, server, target)
+    set_status(session, server, target)
     await session.flush()
     return server
 
@@ -760,14 +760,14 @@ async def apply_state_report(
             log.info(
                 "servers.unexpected_transition", server_id=server.id, previous=previous, state=state
             )
-        _set_status(session, server, state)
+        set_status(session, server, state)
         await session.flush()
         return []
 
     if crashed:
         server.crash_count += 1
         server.last_crash_at = now
-        _set_status(
+        set_status(
             session,
             server,
             "crashed",
@@ -781,14 +781,14 @@ async def apply_state_report(
     looping = len(recent) >= CRASH_LOOP_LIMIT
     if wants_restart and below_limit and not looping:
         server.recent_crashes = [*recent, now.isoformat()]
-        _set_status(session, server, "starting", reason="restarted by policy")
+        set_status(session, server, "starting", reason="restarted by policy")
         await session.flush()
         return ["start_server"]
     server.recent_crashes = recent
     if looping:
         log.warning("servers.crash_loop", server_id=server.id, crashes=len(recent))
     if clean_exit:
-        _set_status(session, server, "stopped")
+        set_status(session, server, "stopped")
     await session.flush()
     return []
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:45:24.082599
+Create Date: 2026-11-23 18:55:19.089131
 """
 
 from collections.abc import Sequence
@@ -722,6 +722,81 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_servers_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "backups",
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("node_id", sa.String(length=26), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("locked", sa.Boolean(), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=True),
+        sa.Column("checksum", sa.String(length=80), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_by_user_id", sa.String(length=26), nullable=True),
+        sa.Column(
+            "completed_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["node_id"], ["nodes.id"], name=op.f("fk_backups_node_id_nodes"), ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_backups_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_backups_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_backups")),
+    )
+    with op.batch_alter_table("backups", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_backups_server_id_created_at", ["server_id", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_backups_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "file_link_uses",
+        sa.Column("link_id", sa.String(length=26), nullable=False),
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("purpose", sa.String(length=16), nullable=False),
+        sa.Column("used_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_file_link_uses_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_file_link_uses_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("link_id", name=op.f("pk_file_link_uses")),
+    )
+    with op.batch_alter_table("file_link_uses", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_file_link_uses_expires_at"), ["expires_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_file_link_uses_server_id"), ["server_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_file_link_uses_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "server_allocations",
         sa.Column("server_id", sa.String(length=26), nullable=False),
         sa.Column("node_id", sa.String(length=26), nullable=False),
@@ -800,8 +875,65 @@ def upgrade() -> None:
         batch_op.create_index("ix_server_logs_server_id_seq", ["server_id", "seq"], unique=False)
         batch_op.create_index(batch_op.f("ix_server_logs_tenant_id"), ["tenant_id"], unique=False)
 
+    op.create_table(
+        "server_transfers",
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("active_server_id", sa.String(length=26), nullable=True),
+        sa.Column("source_node_id", sa.String(length=26), nullable=False),
+        sa.Column("target_node_id", sa.String(length=26), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("bytes_done", sa.BigInteger(), nullable=False),
+        sa.Column("archive_bytes", sa.BigInteger(), nullable=True),
+        sa.Column("checksum", sa.String(length=80), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("requested_by_user_id", sa.String(length=26), nullable=True),
+        sa.Column("finished_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_server_transfers_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["source_node_id"],
+            ["nodes.id"],
+            name=op.f("fk_server_transfers_source_node_id_nodes"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["target_node_id"],
+            ["nodes.id"],
+            name=op.f("fk_server_transfers_target_node_id_nodes"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_server_transfers_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_server_transfers")),
+        sa.UniqueConstraint("active_server_id", name=op.f("uq_server_transfers_active_server_id")),
+    )
+    with op.batch_alter_table("server_transfers", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_server_transfers_server_id"), ["server_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_server_transfers_tenant_id"), ["tenant_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("server_transfers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_server_transfers_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_server_transfers_server_id"))
+
+    op.drop_table("server_transfers")
     with op.batch_alter_table("server_logs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_server_logs_tenant_id"))
         batch_op.drop_index("ix_server_logs_server_id_seq")
@@ -813,6 +945,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_server_allocations_server_id"))
 
     op.drop_table("server_allocations")
+    with op.batch_alter_table("file_link_uses", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_file_link_uses_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_file_link_uses_server_id"))
+        batch_op.drop_index(batch_op.f("ix_file_link_uses_expires_at"))
+
+    op.drop_table("file_link_uses")
+    with op.batch_alter_table("backups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_backups_tenant_id"))
+        batch_op.drop_index("ix_backups_server_id_created_at")
+
+    op.drop_table("backups")
     with op.batch_alter_table("servers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_servers_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_servers_template_id"))

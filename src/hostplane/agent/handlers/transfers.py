@@ -1,0 +1,139 @@
+"""Moving a server between nodes: export on the source, import on the target.
+
+The source streams an archive of the stopped server's files; the target
+receives it into ``<data dir>/transfers/<server id>/``, checks the sha256 the
+source announced, and extracts it there. Nothing replaces the server's folder
+until the panel says ``transfer_commit``; ``transfer_abort`` throws the staged
+copy away, so a transfer that fails at any step leaves the source untouched
+and the target clean.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hostplane.agent.backups import archive
+from hostplane.agent.backups.store import ChecksumMismatch, validate_id
+from hostplane.agent.handlers.context import HandlerContext
+from hostplane.agent.runtime import AgentRuntimeError, ServerAlreadyRunning
+from hostplane.protocol import (
+    TransferAbort,
+    TransferCleanup,
+    TransferCommit,
+    TransferExport,
+    TransferImport,
+    WireModel,
+)
+
+
+class NothingStaged(AgentRuntimeError):
+    code = "NOT_FOUND"
+
+
+class TransferHandlers:
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+
+    def handlers(self) -> dict[type[WireModel], Any]:
+        return {
+            TransferExport: self.export,
+            TransferImport: self.import_,
+            TransferCommit: self.commit,
+            TransferAbort: self.abort,
+            TransferCleanup: self.cleanup,
+        }
+
+    def staging(self, server_id: str) -> Path:
+        return self.ctx.data_dir / "transfers" / validate_id(server_id, "server id")
+
+    async def _ensure_stopped(self, server_id: str) -> None:
+        if await self.ctx.is_running(server_id):
+            raise ServerAlreadyRunning("the server must be stopped to move it")
+
+    async def export(self, message: TransferExport) -> Any:
+        server_id = message.server_id
+        await self._ensure_stopped(server_id)
+        source = self.ctx.server_dir(server_id)
+        source.mkdir(parents=True, exist_ok=True)
+        # Progress in source bytes: the archive's size is known only at the end.
+        stream = archive.ArchiveStream(
+            source, progress=self.ctx.progress(server_id, "transfer", message.request_id)
+        )
+        try:
+            with self.ctx.exclusive(server_id, "being copied to another node"):
+                async with self.ctx.streams.outgoing(message.stream_id) as out:
+                    while (chunk := await self.ctx.run(next, stream, None)) is not None:
+                        await out.send(chunk)
+        finally:
+            stream.close()
+        return {"size": out.size, "sha256": out.sha256}
+
+    async def import_(self, message: TransferImport) -> Any:
+        server_id = message.server_id
+        await self._ensure_stopped(server_id)
+        staging = self.staging(server_id)
+        await self.ctx.run(shutil.rmtree, staging, True)
+        staging.mkdir(parents=True)
+        receiver = archive.ArchiveReceiver(
+            staging / "archive.tar.zst", max_bytes=self.ctx.settings.archive_max_bytes
+        )
+        progress = self.ctx.progress(server_id, "transfer", message.request_id)
+        try:
+            async with self.ctx.streams.incoming(message.stream_id) as incoming:
+                async for chunk in incoming.chunks():
+                    await self.ctx.run(receiver.write, chunk)
+                    progress(incoming.size, 0)
+                end = incoming.end
+            if end is None or not end.sha256:
+                raise ChecksumMismatch("the source did not announce a checksum")
+            received = await self.ctx.run(receiver.finish, end.sha256)
+            files = staging / "files"
+            files.mkdir()
+            info = await self.ctx.run(
+                archive.restore_archive,
+                staging / "archive.tar.zst",
+                files,
+                max_bytes=self.ctx.settings.archive_max_bytes,
+                max_files=self.ctx.settings.archive_max_files,
+            )
+        except BaseException:
+            receiver.abort()
+            await self.ctx.run(shutil.rmtree, staging, True)
+            raise
+        (staging / "archive.tar.zst").unlink(missing_ok=True)
+        return {"size": received.size_bytes, "sha256": received.sha256, "files": info.files}
+
+    async def commit(self, message: TransferCommit) -> Any:
+        server_id = message.server_id
+        staged = self.staging(server_id) / "files"
+        if not staged.is_dir():
+            raise NothingStaged("no transfer is staged for this server")
+        target = self.ctx.server_dir(server_id)
+        await self.ctx.run(_swap_in, staged, target, self.staging(server_id) / "previous")
+        await self.ctx.run(shutil.rmtree, self.staging(server_id), True)
+        return {"committed": True}
+
+    async def abort(self, message: TransferAbort) -> Any:
+        server_id = message.server_id
+        await self.ctx.run(shutil.rmtree, self.staging(server_id), True)
+        if message.remove_files:
+            await self._ensure_stopped(server_id)
+            await self.ctx.run(shutil.rmtree, self.ctx.server_dir(server_id), True)
+        return {"aborted": True}
+
+    async def cleanup(self, message: TransferCleanup) -> Any:
+        server_id = message.server_id
+        await self._ensure_stopped(server_id)
+        await self.ctx.run(shutil.rmtree, self.ctx.server_dir(server_id), True)
+        return {"removed": True}
+
+
+def _swap_in(staged: Path, target: Path, aside: Path) -> None:
+    """Replace ``target`` with ``staged`` by renames (same filesystem)."""
+    if target.exists():
+        target.rename(aside)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)

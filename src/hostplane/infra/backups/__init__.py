@@ -1,0 +1,1 @@
+"""Server backups: archives kept on the server's node, tracked here."""

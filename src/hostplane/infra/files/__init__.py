@@ -1,0 +1,1 @@
+"""A server's files: listing, reading, writing, archives and one-time links."""

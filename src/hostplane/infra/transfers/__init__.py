@@ -1,0 +1,1 @@
+"""Moving a server to another node with a real copy of its files."""

@@ -1,0 +1,175 @@
+"""The copy itself: source agent -> panel relay -> target agent, then the flip.
+
+Agents dial out to the panel (nodes behind NAT work), so the panel relays the
+archive between them with flow control end to end: the source only sends what
+the target has room for. The source's ``stream_end`` announces the archive's
+sha256; the target checks it before extracting into a staging folder.
+
+The job runs once (``max_attempts=1``): if a worker dies mid-transfer the
+lease expires, the job runs again, sees a transfer already under way and
+rolls it back rather than guessing how far it got.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from hostplane.core.db.tenancy import scope_to_tenant
+from hostplane.core.errors import HostplaneError
+from hostplane.core.events.bus import Event
+from hostplane.infra.nodes.rpc import AgentRpc, Download
+from hostplane.infra.servers.progress import job_follows
+from hostplane.infra.servers.progress import topic as progress_topic
+from hostplane.infra.transfers import service
+from hostplane.platform.jobs.context import JobContext
+from hostplane.platform.jobs.registry import job_handler
+from hostplane.protocol import (
+    TransferAbort,
+    TransferCleanup,
+    TransferCommit,
+    TransferExport,
+    TransferImport,
+)
+
+log = structlog.get_logger(__name__)
+
+# The target answers after extracting the whole archive.
+IMPORT_TIMEOUT = 3 * 3600.0
+ABORT_TIMEOUT = 15.0
+PROGRESS_SECONDS = 0.5
+
+
+class TransferFailed(HostplaneError):
+    code = "TRANSFER_FAILED"
+    status = 502
+
+
+async def _publish_progress(
+    ctx: JobContext, server_id: str, done: int, *, stage: str, total: int = 0
+) -> None:
+    event = Event(
+        "server.progress",
+        {
+            "serverId": server_id,
+            "operation": "transfer",
+            "stage": stage,
+            "done": done,
+            "total": total,
+            "unit": "bytes",
+        },
+        tenant_id=ctx.tenant_id,
+    )
+    try:
+        await ctx.runtime.bus.publish(event, topic=progress_topic(server_id))
+    except ConnectionError:
+        log.warning("transfers.progress_not_published", server_id=server_id)
+
+
+async def _counted(ctx: JobContext, server_id: str, download: Download) -> AsyncIterator[bytes]:
+    last = 0.0
+    async for chunk in download.chunks():
+        yield chunk
+        now = time.monotonic()
+        if now - last >= PROGRESS_SECONDS:
+            last = now
+            await _publish_progress(ctx, server_id, download.size, stage="copying")
+
+
+async def _copy(ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str) -> Any:
+    async with calls.download(source, TransferExport(server_id=server_id, stream_id="")) as export:
+
+        def announced() -> str | None:
+            return export.end.sha256 if export.end is not None else None
+
+        imported = await calls.upload(
+            target,
+            TransferImport(server_id=server_id, stream_id=""),
+            _counted(ctx, server_id, export),
+            sha256=announced,
+            within=IMPORT_TIMEOUT,
+        )
+    sent = announced()
+    if not isinstance(imported, dict) or sent is None or imported.get("sha256") != sent:
+        raise TransferFailed("The copy on the target does not match the source")
+    return imported
+
+
+@job_handler("transfers.run", timeout_seconds=IMPORT_TIMEOUT + 600)
+async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
+    async with ctx.unit_of_work() as session:
+        scope_to_tenant(session, ctx.tenant_id)
+        transfer = await service.load(session, transfer_id)
+        if transfer is None:
+            return
+        status = transfer.status
+        server_id = transfer.server_id
+        source, target = transfer.source_node_id, transfer.target_node_id
+        if status == "pending":
+            transfer.status = "copying"
+    calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
+    if status != "pending":
+        if status in service.ACTIVE:
+            await _roll_back(
+                ctx, calls, transfer_id, target, server_id, "the transfer was interrupted"
+            )
+        return
+    await _publish_progress(ctx, server_id, 0, stage="copying")
+    try:
+        async with job_follows(ctx, server_id, "transfer"):
+            imported = await _copy(ctx, calls, source, target, server_id)
+        async with ctx.unit_of_work() as session:
+            scope_to_tenant(session, ctx.tenant_id)
+            await service.set_stage(
+                session,
+                transfer_id,
+                "committing",
+                archive_bytes=int(imported.get("size") or 0),
+                checksum=f"sha256:{imported.get('sha256')}",
+            )
+        await calls.call(target, TransferCommit(server_id=server_id))
+        async with ctx.unit_of_work() as session:
+            scope_to_tenant(session, ctx.tenant_id)
+            await service.complete(session, transfer_id)
+    except HostplaneError as exc:
+        await _roll_back(ctx, calls, transfer_id, target, server_id, exc.message)
+        return
+    await _publish_progress(ctx, server_id, int(imported.get("size") or 0), stage="completed")
+    log.info("transfers.completed", transfer_id=transfer_id, server_id=server_id)
+
+
+async def _roll_back(
+    ctx: JobContext,
+    calls: AgentRpc,
+    transfer_id: str,
+    target: str,
+    server_id: str,
+    reason: str,
+) -> None:
+    """Leave the server on its source: discard the target's copy (when the target
+    can still be reached) and mark the transfer failed."""
+    try:
+        await calls.call(
+            target,
+            TransferAbort(server_id=server_id, remove_files=True),
+            within=ABORT_TIMEOUT,
+        )
+    except HostplaneError as exc:
+        # A dead target keeps only a staging folder, which it never uses
+        # and replaces on the next import of this server.
+        log.warning("transfers.abort_not_delivered", server_id=server_id, error=exc.message)
+    async with ctx.unit_of_work() as session:
+        scope_to_tenant(session, ctx.tenant_id)
+        await service.fail(session, transfer_id, reason)
+    await _publish_progress(ctx, server_id, 0, stage="failed")
+    log.warning("transfers.failed", transfer_id=transfer_id, server_id=server_id, error=reason)
+
+
+@job_handler("transfers.cleanup_source", timeout_seconds=600)
+async def cleanup_source(ctx: JobContext, *, node_id: str, server_id: str) -> None:
+    """Delete the moved server's files from its old node (retried while it is away)."""
+    calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
+    await calls.call(node_id, TransferCleanup(server_id=server_id), within=300)
