@@ -8,6 +8,7 @@ import pytest
 
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.handlers.context import HandlerContext, ServerBusy
+from hostplane.agent.peers import PeerListener
 from hostplane.agent.streams import StreamHub
 from hostplane.protocol import WireModel
 
@@ -22,12 +23,14 @@ async def _never_running(server_id: str) -> bool:
 
 
 def test_an_exclusive_operation_holds_the_server_until_it_ends(tmp_path: Path) -> None:
+    settings = AgentSettings(data_dir=tmp_path)
     context = HandlerContext(
-        settings=AgentSettings(data_dir=tmp_path),
+        settings=settings,
         streams=StreamHub(_discard, _discard),
         send=_discard,
         server_dir=lambda server_id: tmp_path / server_id,
         is_running=_never_running,
+        peers=PeerListener(settings),
     )
     context.ensure_idle("a")
     with context.exclusive("a", "restoring a backup"):

@@ -1,16 +1,26 @@
-"""Transfers between two real agents with separate data folders."""
+"""Transfers between two real agents with separate data folders.
+
+Each copy test runs on both routes: ``direct`` (the target runs a peer
+listener and the source pushes to it) and ``relayed`` (no listener: the panel
+carries the archive). ``unreachable`` advertises a listener address nobody
+answers on, so the panel must fall back to relaying.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.agent.backups.stream import ArchiveReceiver
 from hostplane.core.runtime import Runtime
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.platform.jobs.worker import Worker
@@ -28,10 +38,33 @@ class Pair:
     source_node_id: str
     target_node_id: str
     server_id: str
+    route: str
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def listener_settings(route: str) -> dict[str, Any]:
+    if route == "direct":
+        return {"transfer_listen": "127.0.0.1:0"}
+    if route == "unreachable":
+        return {
+            "transfer_listen": "127.0.0.1:0",
+            "transfer_url": f"ws://127.0.0.1:{closed_port()}/transfers",
+        }
+    return {}
+
+
+@pytest.fixture(params=["direct", "relayed"])
+def route(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-async def pair(app: object, db: AsyncSession, fleet: Fleet) -> AsyncIterator[Pair]:
+async def pair(app: object, db: AsyncSession, fleet: Fleet, route: str) -> AsyncIterator[Pair]:
     source_node, source_secret = await make_node(
         db, tenant=fleet.tenant, name="source", port_range=(31000, 31009)
     )
@@ -52,8 +85,9 @@ async def pair(app: object, db: AsyncSession, fleet: Fleet) -> AsyncIterator[Pai
     await db.commit()
     ids = (source_node.id, target_node.id, server.id)
     nodes = [(source_node.id, source_secret), (target_node.id, target_secret)]
-    async with live_agents(app, nodes) as [source, target]:
-        yield Pair(fleet, source, target, *ids)
+    settings_of = {target_node.id: listener_settings(route)}
+    async with live_agents(app, nodes, settings_of=settings_of) as [source, target]:
+        yield Pair(fleet, source, target, *ids, route=route)
 
 
 async def server_row(db: AsyncSession, server_id: str) -> Server:
@@ -64,6 +98,7 @@ async def server_row(db: AsyncSession, server_id: str) -> Server:
     return server
 
 
+@pytest.mark.parametrize("route", ["direct", "relayed", "unreachable"], indirect=True)
 async def test_a_transfer_copies_the_files_and_the_server_starts_on_the_target(
     client: httpx.AsyncClient, runtime: Runtime, db: AsyncSession, pair: Pair
 ) -> None:
@@ -109,6 +144,7 @@ async def test_a_transfer_copies_the_files_and_the_server_starts_on_the_target(
     assert not pair.source.server_dir(sid).exists()  # cleaned up after the move
     history = (await client.get(f"/api/servers/{sid}/transfers", headers=admin)).json()["data"]
     assert history[0]["status"] == "completed" and history[0]["checksum"].startswith("sha256:")
+    assert history[0]["route"] == ("direct" if pair.route == "direct" else "relayed")
 
     start = await client.post(f"/api/servers/{sid}/start", headers=admin)
     assert start.status_code == 200, start.text
@@ -127,28 +163,43 @@ async def test_a_transfer_copies_the_files_and_the_server_starts_on_the_target(
 
 
 async def test_a_target_that_dies_mid_way_leaves_the_server_on_the_source(
-    client: httpx.AsyncClient, runtime: Runtime, db: AsyncSession, pair: Pair
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    db: AsyncSession,
+    pair: Pair,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sid = pair.server_id
-    write_tree(pair.source.server_dir(sid), big=40_000_000)
+    write_tree(pair.source.server_dir(sid), big=8_000_000)
     before = snapshot(pair.source.server_dir(sid))
     admin = pair.fleet.admin.headers
+
+    # The target takes its first chunk of the archive, then holds until the
+    # test has hung it up: it dies mid-way, whichever route the bytes take.
+    receiving, release = threading.Event(), threading.Event()
+    write = ArchiveReceiver.write
+
+    def write_then_hold(self: ArchiveReceiver, chunk: Any) -> None:
+        write(self, chunk)
+        receiving.set()
+        release.wait(30)
+
+    monkeypatch.setattr(ArchiveReceiver, "write", write_then_hold)
     started = await client.post(
         f"/api/servers/{sid}/transfer", json={"targetNodeId": pair.target_node_id}, headers=admin
     )
     assert started.status_code == 200, started.text
 
-    async def kill_target_when_copying() -> None:
-        async with runtime.bus.subscribe(f"server.{sid}.progress") as progress:
-            async for event in progress:
-                if event.data.get("stage") == "copying" and event.data["done"] > 0:
-                    await pair.target.stop()
-                    return
+    async def kill_target_when_receiving() -> None:
+        await asyncio.to_thread(receiving.wait, 30)
+        await pair.target.stop()
+        release.set()
 
-    killer = asyncio.create_task(kill_target_when_copying())
-    async with asyncio.timeout(60):
+    killer = asyncio.create_task(kill_target_when_receiving())
+    async with asyncio.timeout(90):
         await Worker(runtime).run_until_idle()
     await killer
+    assert receiving.is_set()
 
     server = await server_row(db, sid)
     assert (server.node_id, server.status) == (pair.source_node_id, "stopped")
@@ -166,6 +217,7 @@ async def test_a_target_that_dies_mid_way_leaves_the_server_on_the_source(
     await pair.source.runtime.kill(sid)
 
 
+@pytest.mark.parametrize("route", ["relayed"], indirect=True)
 async def test_transfer_rules(client: httpx.AsyncClient, db: AsyncSession, pair: Pair) -> None:
     sid = pair.server_id
     url = f"/api/servers/{sid}/transfer"

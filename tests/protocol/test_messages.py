@@ -280,6 +280,20 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "requestId": "r",
         "serverId": "s",
         "streamId": "01JD0000000000000000000000",
+        "direct": True,
+    },
+    "transfer_prepare": {
+        "type": "transfer_prepare",
+        "requestId": "r",
+        "serverId": "s",
+        "token": "t" * 43,
+    },
+    "transfer_push": {
+        "type": "transfer_push",
+        "requestId": "r",
+        "serverId": "s",
+        "url": "ws://node-2.example.com:8081/transfers",
+        "token": "t" * 43,
     },
     "transfer_commit": {"type": "transfer_commit", "requestId": "r", "serverId": "s"},
     "transfer_abort": {

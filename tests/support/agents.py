@@ -43,12 +43,19 @@ class LiveAgent:
 
 
 @contextlib.asynccontextmanager
-async def live_agents(app: Any, nodes: list[tuple[str, str]]) -> AsyncIterator[list[LiveAgent]]:
+async def live_agents(
+    app: Any,
+    nodes: list[tuple[str, str]],
+    *,
+    settings_of: dict[str, dict[str, Any]] | None = None,
+) -> AsyncIterator[list[LiveAgent]]:
     """Serve ``app`` and connect one agent per ``(node id, secret)``; each has
-    its own data folder. Yields once every agent has shaken hands."""
+    its own data folder and the extra settings ``settings_of[node id]``.
+    Yields once every agent has shaken hands."""
     async with served(app) as address, contextlib.AsyncExitStack() as stack:
         agents = []
         for node_id, secret in nodes:
+            extra = (settings_of or {}).get(node_id, {})
             folder = Path(tempfile.mkdtemp(prefix="hpn-", dir="/tmp"))
             stack.callback(shutil.rmtree, folder, True)
             stack.callback(kill_everything_under, folder)
@@ -64,6 +71,7 @@ async def live_agents(app: Any, nodes: list[tuple[str, str]]) -> AsyncIterator[l
                 reconnect_max_delay=0.2,
                 stop_timeout=2,
                 term_timeout=2,
+                **extra,
             )
             runtime = ProcessRuntime(folder)
             connection = AgentConnection(settings, runtime)

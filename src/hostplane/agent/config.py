@@ -100,6 +100,29 @@ class AgentSettings(BaseSettings):
     )
     pull_timeout: float = Field(default=600.0, description="Deadline of one pull-from-URL.")
     backup_compression_level: int = Field(default=1, ge=1, le=19)
+    # Direct node-to-node transfers (the panel relays when these are unset).
+    transfer_listen: str = Field(
+        default="",
+        description="`host:port` the peer listener binds, where other nodes push "
+        "servers moving here; empty: no listener, transfers are relayed by the panel.",
+    )
+    transfer_url: str = Field(
+        default="",
+        description="The listener's address as other nodes reach it "
+        "(`wss://node-2.example.com:8081/transfers`); default: built from "
+        "`transfer_listen` (and the machine's name when it binds every address).",
+    )
+    transfer_tls_cert: Path | None = Field(
+        default=None, description="Certificate (PEM) of the peer listener: it then speaks wss."
+    )
+    transfer_tls_key: Path | None = Field(
+        default=None, description="Private key (PEM) of `transfer_tls_cert`."
+    )
+    transfer_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that other nodes' listener certificates are checked "
+        "against, when pushing to them; default: the system's.",
+    )
 
     @classmethod
     def settings_customise_sources(

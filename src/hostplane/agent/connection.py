@@ -38,6 +38,7 @@ from hostplane.agent.handlers.backups import BackupHandlers
 from hostplane.agent.handlers.context import HandlerContext
 from hostplane.agent.handlers.files import FileHandlers
 from hostplane.agent.handlers.transfers import TransferHandlers
+from hostplane.agent.peers import PeerListener
 from hostplane.agent.runtime import (
     AgentRuntimeError,
     InstallFailed,
@@ -105,12 +106,14 @@ class AgentConnection:
         self._requests: set[asyncio.Task[None]] = set()
         self._host_cpu = sysinfo.host_cpu_sample()
         self.streams = StreamHub(self.send, self._send_bytes)
+        self.peers = PeerListener(settings)
         self.context = context = HandlerContext(
             settings=settings,
             streams=self.streams,
             send=self.send,
             server_dir=runtime.server_dir,
             is_running=self._is_running,
+            peers=self.peers,
         )
         self._handlers: dict[type[WireModel], Callable[[Any], Awaitable[Any]]] = {
             **FileHandlers(context).handlers(),
@@ -135,6 +138,15 @@ class AgentConnection:
             await self._ws.close()
 
     async def run(self) -> None:
+        # The peer listener (direct transfers from other nodes) lives as long
+        # as the agent, whatever happens to the panel connection.
+        await self.peers.start()
+        try:
+            await self._run()
+        finally:
+            await self.peers.close()
+
+    async def _run(self) -> None:
         attempt = 0
         while not self._closing.is_set():
             try:

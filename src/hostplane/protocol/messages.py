@@ -450,10 +450,36 @@ class TransferExport(_ServerRequest):
 
 class TransferImport(_ServerRequest):
     """Target node: receive the archive on ``streamId`` into a staging area,
-    verify the sha256 that ``stream_end`` announces, extract it (still staged)."""
+    verify the sha256 that ``stream_end`` announces, extract it (still staged).
+
+    With ``direct``, the archive comes straight from the source node over the
+    target's peer listener (see :class:`TransferPrepare`) instead of through
+    the panel; ``streamId`` is then unused."""
 
     type: Literal["transfer_import"] = "transfer_import"
     stream_id: str
+    direct: bool = False
+
+
+class TransferPrepare(_ServerRequest):
+    """Target node: expect one direct connection for this server presenting
+    ``token`` (issued by the panel, single use, short-lived). Answered with
+    ``{url}``, the peer listener's address, or ``{url: null}`` when the node
+    has no listener (the panel then relays)."""
+
+    type: Literal["transfer_prepare"] = "transfer_prepare"
+    token: str = Field(min_length=32, max_length=128)
+
+
+class TransferPush(_ServerRequest):
+    """Source node: stream an archive of the stopped server straight to the
+    target's peer listener at ``url``, presenting ``token``. Fails with
+    ``TARGET_UNREACHABLE`` when no connection could be opened (nothing was
+    sent: the panel falls back to relaying)."""
+
+    type: Literal["transfer_push"] = "transfer_push"
+    url: str = Field(max_length=2048)
+    token: str = Field(min_length=32, max_length=128)
 
 
 class TransferCommit(_ServerRequest):
@@ -602,6 +628,8 @@ Message: TypeAlias = Annotated[
     | BackupRead
     | TransferExport
     | TransferImport
+    | TransferPrepare
+    | TransferPush
     | TransferCommit
     | TransferAbort
     | TransferCleanup
@@ -659,6 +687,8 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
         BackupRead,
         TransferExport,
         TransferImport,
+        TransferPrepare,
+        TransferPush,
         TransferCommit,
         TransferAbort,
         TransferCleanup,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hostplane.agent.config import AgentSettings
+from hostplane.agent.peers import PeerListener
 from hostplane.agent.runtime import AgentRuntimeError
 from hostplane.agent.streams import StreamHub
 from hostplane.protocol import OperationProgress, WireModel
@@ -29,6 +30,7 @@ class HandlerContext:
     send: Callable[[WireModel], Awaitable[None]]
     server_dir: Callable[[str], Path]
     is_running: Callable[[str], Awaitable[bool]]
+    peers: PeerListener
     busy: dict[str, str] = field(default_factory=dict)
     """Servers whose files are being replaced or copied, and by what."""
 

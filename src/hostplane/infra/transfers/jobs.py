@@ -1,9 +1,14 @@
-"""The copy itself: source agent -> panel relay -> target agent, then the flip.
+"""The copy itself: source agent -> target agent (directly or relayed), then the flip.
 
-Agents dial out to the panel (nodes behind NAT work), so the panel relays the
-archive between them with flow control end to end: the source only sends what
-the target has room for. The source's ``stream_end`` announces the archive's
-sha256; the target checks it before extracting into a staging folder.
+When the target runs a peer listener, the panel issues a one-time token,
+hands it to both agents over their own connections (``transfer_prepare``,
+``transfer_push``), and the source streams the archive straight to the
+target. When the target has no listener, or the source cannot reach it (NAT,
+a firewall), the panel relays the archive between them instead, with flow
+control end to end: the source only sends what the target has room for.
+Either way the source announces the archive's sha256, the target checks it
+before extracting into a staging folder, and the panel compares what both
+report.
 
 The job runs once (``max_attempts=1``): if a worker dies mid-transfer the
 lease expires, the job runs again, sees a transfer already under way and
@@ -12,6 +17,9 @@ rolls it back rather than guessing how far it got.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +29,7 @@ import structlog
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import HostplaneError
 from hostplane.core.events.bus import Event
-from hostplane.infra.nodes.rpc import AgentRpc, Download
+from hostplane.infra.nodes.rpc import AgentFailed, AgentRpc, Download
 from hostplane.infra.servers.progress import job_follows
 from hostplane.infra.servers.progress import topic as progress_topic
 from hostplane.infra.transfers import service
@@ -33,6 +41,8 @@ from hostplane.protocol import (
     TransferCommit,
     TransferExport,
     TransferImport,
+    TransferPrepare,
+    TransferPush,
 )
 
 log = structlog.get_logger(__name__)
@@ -79,7 +89,73 @@ async def _counted(ctx: JobContext, server_id: str, download: Download) -> Async
             await _publish_progress(ctx, server_id, download.size, stage="copying")
 
 
-async def _copy(ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str) -> Any:
+class _DirectUnavailable(Exception):
+    """The source could not open a connection to the target: relay instead."""
+
+
+async def _copy(
+    ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str
+) -> tuple[Any, str]:
+    """Copy the archive; returns the target's answer and the route it took."""
+    token = secrets.token_urlsafe(32)
+    prepared = await calls.call(target, TransferPrepare(server_id=server_id, token=token))
+    url = prepared.get("url") if isinstance(prepared, dict) else None
+    if isinstance(url, str) and url:
+        try:
+            return await _copy_direct(calls, source, target, server_id, url, token), "direct"
+        except _DirectUnavailable as exc:
+            log.info("transfers.relaying", server_id=server_id, reason=str(exc))
+    return await _copy_relayed(ctx, calls, source, target, server_id), "relayed"
+
+
+async def _copy_direct(
+    calls: AgentRpc, source: str, target: str, server_id: str, url: str, token: str
+) -> Any:
+    receiving = asyncio.create_task(
+        calls.call(
+            target,
+            TransferImport(server_id=server_id, stream_id="", direct=True),
+            within=IMPORT_TIMEOUT,
+        )
+    )
+    try:
+        pushed = await calls.call(
+            source,
+            TransferPush(server_id=server_id, url=url, token=token),
+            within=IMPORT_TIMEOUT,
+        )
+    except AgentFailed as exc:
+        if exc.agent_code != "TARGET_UNREACHABLE":
+            await _stop_waiting(receiving)
+            raise
+        # Nothing was sent: end the target's wait and let its import answer
+        # (after it has cleaned up), then relay.
+        with contextlib.suppress(HostplaneError):
+            await calls.call(target, TransferAbort(server_id=server_id), within=ABORT_TIMEOUT)
+        with contextlib.suppress(HostplaneError, TimeoutError):
+            await asyncio.wait_for(receiving, ABORT_TIMEOUT)
+        raise _DirectUnavailable(exc.message) from exc
+    except BaseException:
+        await _stop_waiting(receiving)
+        raise
+    imported = await receiving
+    sent = pushed.get("sha256") if isinstance(pushed, dict) else None
+    if not isinstance(imported, dict) or sent is None or imported.get("sha256") != sent:
+        raise TransferFailed("The copy on the target does not match the source")
+    return imported
+
+
+async def _stop_waiting(answer: asyncio.Task[Any]) -> None:
+    """Stop waiting for the target's import: it ends with the connection (or
+    its wait for one is aborted by the rollback)."""
+    answer.cancel()
+    with contextlib.suppress(BaseException):
+        await answer
+
+
+async def _copy_relayed(
+    ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str
+) -> Any:
     async with calls.download(source, TransferExport(server_id=server_id, stream_id="")) as export:
 
         def announced() -> str | None:
@@ -120,7 +196,7 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
     await _publish_progress(ctx, server_id, 0, stage="copying")
     try:
         async with job_follows(ctx, server_id, "transfer"):
-            imported = await _copy(ctx, calls, source, target, server_id)
+            imported, route = await _copy(ctx, calls, source, target, server_id)
         async with ctx.unit_of_work() as session:
             scope_to_tenant(session, ctx.tenant_id)
             await service.set_stage(
@@ -129,6 +205,7 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
                 "committing",
                 archive_bytes=int(imported.get("size") or 0),
                 checksum=f"sha256:{imported.get('sha256')}",
+                route=route,
             )
         await calls.call(target, TransferCommit(server_id=server_id))
         async with ctx.unit_of_work() as session:

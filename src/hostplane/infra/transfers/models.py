@@ -16,6 +16,7 @@ class ServerTransfer(IdMixin, TenantScoped, TimestampMixin, Base):
     or ``failed`` from any of them (the server stays on the source).
     ``active_server_id`` holds the server id while the transfer is under way
     and NULL after: its unique constraint allows one live transfer per server.
+    ``route`` is set once the copy is verified.
     """
 
     __tablename__ = "server_transfers"
@@ -34,6 +35,8 @@ class ServerTransfer(IdMixin, TenantScoped, TimestampMixin, Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     archive_bytes: Mapped[int | None] = mapped_column(BigInteger)
     checksum: Mapped[str | None] = mapped_column(String(80))
+    # How the archive travelled: ``direct`` (node to node) or ``relayed`` (through the panel).
+    route: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     requested_by_user_id: Mapped[str | None] = mapped_column(IdString)
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -20,6 +20,8 @@ class TransferOut(ApiModel):
     """``pending``, ``copying``, ``committing``, ``completed`` or ``failed``."""
     archive_bytes: int | None
     checksum: str | None
+    route: str | None
+    """``direct`` (node to node) or ``relayed`` (through the panel), once copied."""
     error: str | None
     created_at: datetime
     finished_at: datetime | None

@@ -885,6 +885,7 @@ def upgrade() -> None:
         sa.Column("bytes_done", sa.BigInteger(), nullable=False),
         sa.Column("archive_bytes", sa.BigInteger(), nullable=True),
         sa.Column("checksum", sa.String(length=80), nullable=True),
+        sa.Column("route", sa.String(length=16), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("requested_by_user_id", sa.String(length=26), nullable=True),
         sa.Column("finished_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
