@@ -30,6 +30,7 @@ from hostplane.agent.runtimes.docker import (
     ImageUnavailable,
     InstallImageUnavailable,
 )
+from hostplane.agent.runtimes.docker_engine import pull_status_line
 from tests.support.containers import Engine, podman_engine
 
 ECHO = (
@@ -386,7 +387,9 @@ async def test_install_streams_output_and_writes_files(
     ]
     assert all(batch.seq is None for batch in batches)
     lines = [line for batch in batches for line in batch.lines]
-    assert lines == ["installing into /mnt/server", "seen-from-data", "version.txt"]
+    assert lines[0] == f"[hostplane] running the install script in {engine.image}"
+    # stdout and stderr are kept apart; their relative order is the engine's.
+    assert sorted(lines[1:]) == ["installing into /mnt/server", "seen-from-data", "version.txt"]
     assert (docker_runtime.server_dir(server_id) / "version.txt").read_text() == "1.2.3\n"
     assert await engine.containers() == []  # the install container is gone
 
@@ -400,16 +403,20 @@ async def test_install_failure_raises(docker_runtime: DockerRuntime, engine: Eng
         ):
             seen += batch.lines
     assert failure.value.exit_code == 4
-    assert seen == ["about to fail"]
+    assert seen[1:] == ["about to fail"]
     assert await engine.containers() == []
 
 
 async def test_absent_image_is_a_clear_error(docker_runtime: DockerRuntime, engine: Engine) -> None:
     server_id = new_server_id()
     absent = LaunchSpec(image="localhost/hostplane-absent:latest")
+    seen: list[str] = []
     with pytest.raises(InstallImageUnavailable) as install_error:
-        async for _ in docker_runtime.install(server_id, "true\n", spec=absent):
-            pass
+        async for batch in docker_runtime.install(server_id, "true\n", spec=absent):
+            seen += batch.lines
+    # The install console shows the pull being tried; no script ran.
+    assert seen[0] == "[hostplane] pulling image localhost/hostplane-absent:latest"
+    assert not any("install script" in line for line in seen)
     with pytest.raises(ImageUnavailable) as start_error:
         await docker_runtime.start(server_id, "true", spec=absent)
     for error in (install_error.value, start_error.value):
@@ -419,3 +426,13 @@ async def test_absent_image_is_a_clear_error(docker_runtime: DockerRuntime, engi
             == "image localhost/hostplane-absent:latest is not on this node and could not be pulled"
         )
         assert str(docker_runtime.data_dir) not in message
+
+
+def test_pull_reports_become_one_line_per_layer_and_status() -> None:
+    assert (
+        pull_status_line({"status": "Pulling fs layer", "id": "a1b2"}) == "a1b2: Pulling fs layer"
+    )
+    assert pull_status_line({"status": "Trying to pull docker.io/library/busybox"}) == (
+        "Trying to pull docker.io/library/busybox"
+    )
+    assert pull_status_line({"progressDetail": {"current": 1}}) is None

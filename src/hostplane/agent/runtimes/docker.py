@@ -247,7 +247,9 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             raise ServerAlreadyRunning(f"server {server_id} is already running")
         if not spec.image:
             raise AgentRuntimeError(f"server {server_id} has no container image")
-        await self._ensure_image(spec.image, install=False)
+        async for line in self._ensure_image(spec.image, install=False):
+            # A start has no install console to show the pull on.
+            logger.info("server %s: %s", server_id, line)
         data_dir = self.server_dir(server_id)
         run_dir = self.run_dir(server_id)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -377,12 +379,15 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             "HostConfig": host,
         }
 
-    async def _ensure_image(self, image: str, *, install: bool) -> None:
-        """Pull ``image`` only if it is not here already."""
+    async def _ensure_image(self, image: str, *, install: bool) -> AsyncIterator[str]:
+        """Pull ``image`` only if it is not here already, yielding the pull's
+        progress lines."""
         if await self.engine.image_exists(image):
             return
+        yield f"pulling image {image}"
         try:
-            await self.engine.pull(image)
+            async for line in self.engine.pull(image):
+                yield line
         except EngineError as exc:
             logger.warning("pulling %s failed: %s", image, exc.detail or exc)
             if install:
@@ -789,7 +794,9 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         image = spec.install_image or spec.image
         if not image:
             raise AgentRuntimeError(f"server {server_id} has no container image")
-        await self._ensure_image(image, install=True)
+        async for line in self._ensure_image(image, install=True):
+            yield _notice(server_id, line)
+        yield _notice(server_id, f"running the install script in {image}")
         data_dir = self.server_dir(server_id)
         run_dir = self.run_dir(server_id)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -853,6 +860,13 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             shutil.rmtree(script_dir, ignore_errors=True)
         if code != 0:
             raise InstallFailed(code)
+
+
+def _notice(server_id: str, text: str) -> OutputBatch:
+    """An install line from the agent itself (not the script), marked as such."""
+    return OutputBatch(
+        server_id=server_id, seq=None, stream="stdout", lines=[f"[hostplane] {text}"]
+    )
 
 
 def _running(info: dict[str, Any]) -> bool:

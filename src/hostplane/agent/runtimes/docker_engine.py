@@ -112,8 +112,11 @@ class EngineClient:
             raise
         return True
 
-    async def pull(self, image: str) -> None:
-        """Pull ``image``; the engine reports pull errors inside a 200 stream."""
+    async def pull(self, image: str) -> AsyncIterator[str]:
+        """Pull ``image``, yielding its progress as lines a person can read
+        (one per layer and status, not per byte count). The engine reports
+        pull errors inside a 200 stream; they raise :class:`EngineRefused`."""
+        seen: set[tuple[str, str]] = set()
         try:
             async with self.docker._query(
                 "images/create", method="POST", params={"fromImage": image}, timeout=None
@@ -122,12 +125,19 @@ class EngineClient:
                     line = raw.strip()
                     if not line:
                         continue
-                    with_error = json.loads(line)
-                    if isinstance(with_error, dict) and with_error.get("error"):
+                    report = json.loads(line)
+                    if not isinstance(report, dict):
+                        continue
+                    if report.get("error"):
                         raise EngineRefused(
                             "the container engine refused to pull the image",
-                            detail=str(with_error["error"]),
+                            detail=str(report["error"]),
                         )
+                    text = pull_status_line(report)
+                    key = (str(report.get("id") or ""), str(report.get("status") or ""))
+                    if text and key not in seen:
+                        seen.add(key)
+                        yield text
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "pull the image") from exc
         except ValueError as exc:
@@ -254,3 +264,13 @@ class EngineClient:
                         yield sample
         except _ENGINE_ERRORS as exc:
             raise _translate(exc, "read the container's stats") from exc
+
+
+def pull_status_line(report: dict[str, Any]) -> str | None:
+    """``{"status": "Downloading", "id": "a1b2", "progressDetail": {...}}`` ->
+    ``"a1b2: Downloading"``; ``None`` for reports without a status."""
+    status = str(report.get("status") or "").strip()
+    if not status:
+        return None
+    layer = str(report.get("id") or "").strip()
+    return f"{layer}: {status}" if layer else status
