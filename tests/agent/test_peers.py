@@ -241,3 +241,20 @@ async def test_a_listener_with_a_certificate_speaks_wss(tmp_path: Path) -> None:
         assert await target == b"secret"
     finally:
         await secure.close()
+
+
+async def test_a_taken_port_leaves_the_node_on_the_relay(listener: PeerListener) -> None:
+    assert listener.url is not None
+    port = listener.url.rsplit(":", 1)[1].split("/")[0]
+    second = PeerListener(
+        AgentSettings(data_dir=listener.settings.data_dir, transfer_listen=f"127.0.0.1:{port}")
+    )
+    await second.start()
+    assert second.enabled and second.url is None
+    await second.close()
+
+
+@pytest.mark.parametrize("listen", ["8081", "host:", "host:port", "0.0.0.0:70000"])
+def test_the_listen_address_must_be_host_and_port(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        AgentSettings(data_dir=tmp_path, transfer_listen=listen)

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -123,6 +123,16 @@ class AgentSettings(BaseSettings):
         description="CA bundle (PEM) that other nodes' listener certificates are checked "
         "against, when pushing to them; default: the system's.",
     )
+
+    @field_validator("transfer_listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if not value:
+            return value
+        _, separator, port = value.rpartition(":")
+        if not separator or not port.isdigit() or int(port) > 65535:
+            raise ValueError("transfer_listen is host:port, e.g. 0.0.0.0:8081")
+        return value
 
     @classmethod
     def settings_customise_sources(

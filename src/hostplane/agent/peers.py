@@ -177,16 +177,21 @@ class PeerListener:
         if self.settings.transfer_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(self.settings.transfer_tls_cert, self.settings.transfer_tls_key)
-        self._server = await serve(
-            self._handle,
-            host or None,
-            port,
-            ssl=tls,
-            process_request=self._check,
-            max_size=2 * CHUNK_SIZE,
-            compression=None,  # archives are zstd already
-            server_header=None,
-        )
+        try:
+            self._server = await serve(
+                self._handle,
+                host or None,
+                port,
+                ssl=tls,
+                process_request=self._check,
+                max_size=2 * CHUNK_SIZE,
+                compression=None,  # archives are zstd already
+                server_header=None,
+            )
+        except OSError as exc:
+            # Transfers to this node still work, relayed by the panel.
+            logger.error("peer listener not started on %s: %s", self.settings.transfer_listen, exc)
+            return
         self._port = next(iter(self._server.sockets)).getsockname()[1]
         logger.info("peer listener on %s", self.url)
 
