@@ -9,6 +9,7 @@ per run and every table truncated after each test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -93,8 +94,8 @@ def settings(tmp_path: Path, _postgres_schema: None) -> Settings:
     return make_settings(tmp_path)
 
 
-@pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+@contextlib.asynccontextmanager
+async def panel_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """A runtime on a clean database with an in-memory bus."""
     runtime = build_runtime(settings)
     if settings.is_sqlite:
@@ -108,6 +109,13 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if not settings.is_sqlite:
             await _truncate_all(runtime)
         await runtime.engine.dispose()
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """A runtime on a clean database with an in-memory bus."""
+    async with panel_runtime(settings) as runtime:
+        yield runtime
 
 
 @pytest.fixture

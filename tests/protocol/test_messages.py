@@ -282,6 +282,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "streamId": "01JD0000000000000000000000",
         "direct": True,
     },
+    "sftp_authorize": {
+        "type": "sftp_authorize",
+        "requestId": "r",
+        "serverId": "server123",
+        "credential": "hp_abcdefgh_secret",
+        "clientIp": "198.51.100.7",
+    },
     "transfer_prepare": {
         "type": "transfer_prepare",
         "requestId": "r",
@@ -419,3 +426,10 @@ def test_invalid_messages_raise_protocol_error(raw: str, code: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_message(raw)
     assert caught.value.code == code
+
+
+def test_an_sftp_credential_never_shows_in_the_message_repr() -> None:
+    message = parse_message(EXAMPLES["sftp_authorize"])
+    secret = EXAMPLES["sftp_authorize"]["credential"]
+    assert secret not in repr(message) and secret not in str(message)
+    assert json.loads(dump(message))["credential"] == secret

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,12 @@ from pydantic_settings import (
 
 def _default_docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``"0.0.0.0:2022"`` / ``"[::1]:8081"`` -> host (without brackets) and port."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 _toml_file: ContextVar[Path | None] = ContextVar("hostplane_agent_toml", default=None)
@@ -124,14 +130,21 @@ class AgentSettings(BaseSettings):
         "against, when pushing to them; default: the system's.",
     )
 
-    @field_validator("transfer_listen")
+    # SFTP access to the servers' files (logins are checked by the panel).
+    sftp_listen: str = Field(
+        default="",
+        description="`host:port` the SFTP server binds (Catalyst's port is 2022); "
+        "empty: no SFTP. Its host key is made once and kept in `<data_dir>/sftp/host_key`.",
+    )
+
+    @field_validator("transfer_listen", "sftp_listen")
     @classmethod
-    def _host_and_port(cls, value: str) -> str:
+    def _host_and_port(cls, value: str, info: ValidationInfo) -> str:
         if not value:
             return value
         _, separator, port = value.rpartition(":")
         if not separator or not port.isdigit() or int(port) > 65535:
-            raise ValueError("transfer_listen is host:port, e.g. 0.0.0.0:8081")
+            raise ValueError(f"{info.field_name} is host:port, e.g. 0.0.0.0:8081")
         return value
 
     @classmethod

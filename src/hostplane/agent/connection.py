@@ -8,7 +8,9 @@ a ``heartbeat`` every ``heartbeat_interval``, ``health_report`` every
 ``stats_interval`` and forwards the runtime's events (batched
 ``console_output`` with sequence numbers, ``server_state_update``,
 ``lines_dropped``). Panel requests run in their own tasks; a request with a
-``requestId`` is answered with ``response`` or ``error``.
+``requestId`` is answered with ``response`` or ``error``. The agent asks the
+panel too (an SFTP login, :mod:`hostplane.agent.asks`): the answers to its
+questions are taken out of the stream before dispatch.
 
 A lost connection is redialled with exponential backoff and full jitter
 (between half and all of ``min(max_delay, min_delay * 2**attempt)``); the
@@ -33,6 +35,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from hostplane.agent import sysinfo
+from hostplane.agent.asks import PanelQuestions
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.handlers.backups import BackupHandlers
 from hostplane.agent.handlers.context import HandlerContext
@@ -49,6 +52,7 @@ from hostplane.agent.runtime import (
     StateChange,
 )
 from hostplane.agent.runtimes import ServerRuntime
+from hostplane.agent.sftp import SftpService
 from hostplane.agent.streams import StreamHub
 from hostplane.protocol import (
     ConsoleInput,
@@ -107,6 +111,7 @@ class AgentConnection:
         self._host_cpu = sysinfo.host_cpu_sample()
         self.streams = StreamHub(self.send, self._send_bytes)
         self.peers = PeerListener(settings)
+        self.questions = PanelQuestions(self.send)
         self.context = context = HandlerContext(
             settings=settings,
             streams=self.streams,
@@ -114,6 +119,9 @@ class AgentConnection:
             server_dir=runtime.server_dir,
             is_running=self._is_running,
             peers=self.peers,
+        )
+        self.sftp = SftpService(
+            settings, runtime.server_dir, self.questions.ask, busy=context.busy.get
         )
         self._handlers: dict[type[WireModel], Callable[[Any], Awaitable[Any]]] = {
             **FileHandlers(context).handlers(),
@@ -138,12 +146,15 @@ class AgentConnection:
             await self._ws.close()
 
     async def run(self) -> None:
-        # The peer listener (direct transfers from other nodes) lives as long
-        # as the agent, whatever happens to the panel connection.
+        # The peer listener (direct transfers from other nodes) and the SFTP
+        # server live as long as the agent, whatever happens to the panel
+        # connection (SFTP logins are refused while it is down).
         await self.peers.start()
+        await self.sftp.start()
         try:
             await self._run()
         finally:
+            await self.sftp.close()
             await self.peers.close()
 
     async def _run(self) -> None:
@@ -162,6 +173,7 @@ class AgentConnection:
             finally:
                 self._ws = None
                 self.connected.clear()
+                self.questions.connection_lost()
                 self.streams.abort_all("the panel connection was lost")
             if self._closing.is_set():
                 break
@@ -192,6 +204,7 @@ class AgentConnection:
             raise HandshakeRejected(f"expected node_handshake_response, got {answer.type}")
         self.handshakes += 1
         await self.send(await self.reconcile())
+        self.questions.available = True
         self.connected.set()
 
     async def reconcile(self) -> Reconcile:
@@ -301,6 +314,8 @@ class AgentConnection:
                 continue
             if isinstance(message, StreamCredit | StreamEnd | StreamError):
                 self.streams.on_control(message)
+                continue
+            if isinstance(message, Response | Error) and self.questions.deliver(message):
                 continue
             task = asyncio.create_task(self._handle(message))
             self._requests.add(task)

@@ -42,7 +42,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from hostplane.agent.config import AgentSettings
+from hostplane.agent.config import AgentSettings, split_host_port
 from hostplane.agent.runtime import AgentRuntimeError
 from hostplane.agent.streams import CHUNK_SIZE, STALL_TIMEOUT, StreamAborted
 from hostplane.protocol import StreamEnd
@@ -161,7 +161,7 @@ class PeerListener:
             return None
         if self.settings.transfer_url:
             return self.settings.transfer_url
-        host, _ = _split_listen(self.settings.transfer_listen)
+        host, _ = split_host_port(self.settings.transfer_listen)
         if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
             host = socket.getfqdn()
         if ":" in host:
@@ -172,7 +172,7 @@ class PeerListener:
     async def start(self) -> None:
         if not self.enabled or self._server is not None:
             return
-        host, port = _split_listen(self.settings.transfer_listen)
+        host, port = split_host_port(self.settings.transfer_listen)
         tls: ssl.SSLContext | None = None
         if self.settings.transfer_tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -280,11 +280,6 @@ class PeerListener:
         finally:
             finished.cancel()
             closed.cancel()
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def push(

@@ -7,8 +7,9 @@ session stops a live token at once; role changes apply on the next request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
-from starlette.requests import HTTPConnection
 
 from hostplane.core.clock import utcnow
 from hostplane.core.errors import Unauthorized
@@ -19,6 +20,11 @@ from hostplane.identity.auth.keys import key_ring
 from hostplane.identity.auth.models import AuthSession
 from hostplane.identity.roles.service import effective_permissions, two_factor_required
 from hostplane.identity.users.models import User
+
+if TYPE_CHECKING:
+    # Only for annotations: services that authenticate credentials given
+    # elsewhere than in a request (SFTP) must not pull in the web framework.
+    from starlette.requests import HTTPConnection
 
 API_KEY_PREFIX = "hp_"
 
@@ -91,10 +97,22 @@ async def authenticate(connection: HTTPConnection, runtime: Runtime) -> Principa
     token = bearer_token(connection)
     if token is None:
         return ANONYMOUS
+    ip = connection.client.host if connection.client else None
+    return await authenticate_credential(runtime, token, ip=ip)
+
+
+async def authenticate_credential(runtime: Runtime, token: str, *, ip: str | None) -> Principal:
+    """The caller ``token`` (an access token or an API key) stands for.
+
+    The one check behind every request and every SFTP login: a token's
+    signature, its login session and the user's status (a ban ends it at
+    once), or an API key's secret, expiry, address allowlist and creator.
+    Raises :class:`InvalidToken` (or ``Unauthorized`` for an inactive account);
+    another issuer's token yields the anonymous caller.
+    """
     if token.startswith(API_KEY_PREFIX):
         from hostplane.identity.api_keys.service import authenticate_api_key
 
-        ip = connection.client.host if connection.client else None
         async with runtime.unit_of_work(read_only=True) as session:
             principal = await authenticate_api_key(session, token, ip=ip)
         if principal is None:

@@ -181,6 +181,24 @@ class Reconcile(WireModel):
     servers: list[ReconciledServer] = Field(default_factory=list)
 
 
+class SftpAuthorize(WireModel):
+    """Addition: the agent asks the panel whether ``credential`` (an access token or
+    an API key, presented as an SFTP password) may open ``serverId``'s files.
+
+    Answered with ``response`` (``data``: ``{userId, permissions}``, the file
+    permissions held on that server) or ``error`` (``UNAUTHENTICATED``,
+    ``FORBIDDEN``). ``clientIp`` is the SFTP client's address as the node sees
+    it, for API keys limited to some addresses. The credential is a secret:
+    it is left out of the model's ``repr`` so it never reaches a log line.
+    """
+
+    type: Literal["sftp_authorize"] = "sftp_authorize"
+    request_id: str
+    server_id: str = Field(max_length=64)
+    credential: str = Field(max_length=8192, repr=False)
+    client_ip: str | None = Field(default=None, max_length=64)
+
+
 # --------------------------------------------------------------------- panel -> agent
 
 
@@ -600,6 +618,7 @@ Message: TypeAlias = Annotated[
     | HealthReport
     | ResourceStats
     | Reconcile
+    | SftpAuthorize
     | InstallServer
     | StartServer
     | StopServer
@@ -659,6 +678,7 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
         HealthReport,
         ResourceStats,
         Reconcile,
+        SftpAuthorize,
         InstallServer,
         StartServer,
         StopServer,

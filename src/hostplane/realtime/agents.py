@@ -5,6 +5,8 @@ sends ``node_handshake``, and from then on: commands published for its node
 (``node.<id>.commands``) are forwarded to it; its reports update the servers
 (state, crashes and restart policy, stats), and its console output is
 published for subscribed clients on any replica and kept for ``GET .../logs``.
+It may also ask: ``sftp_authorize`` is answered here, with ``response`` or
+``error``, about the servers placed on its node only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hostplane.infra.nodes import rpc
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.servers import logs as server_logs
 from hostplane.infra.servers import service as servers
+from hostplane.infra.sftp import service as sftp
 from hostplane.protocol.messages import (
     BackupComplete,
     ConsoleOutput,
@@ -42,6 +45,7 @@ from hostplane.protocol.messages import (
     Response,
     ServerLog,
     ServerStateUpdate,
+    SftpAuthorize,
     StreamCredit,
     StreamEnd,
     StreamError,
@@ -78,6 +82,9 @@ class AgentSession:
         # Servers placed on this node: an agent speaks only for those.
         self._own: set[str] = set()
         self._recent: dict[str, ReplayBuffer] = {}
+        # The agent's own requests, answered in their own tasks so that a slow
+        # database does not hold up its console output.
+        self._questions: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         bus = self.runtime.bus
@@ -93,9 +100,9 @@ class AgentSession:
             try:
                 await self._read()
             finally:
-                for task in tasks:
+                for task in [*tasks, *self._questions]:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, *self._questions, return_exceptions=True)
                 await self._flush_logs()
 
     async def _forward_commands(self, commands: Any) -> None:
@@ -217,6 +224,13 @@ class AgentSession:
         if isinstance(message, StreamCredit | StreamEnd | StreamError):
             await self._stream_control(message)
             return
+        if isinstance(message, SftpAuthorize):
+            # Answered even for a foreign server (with a refusal), so the
+            # agent's SFTP login never waits for its timeout.
+            task = asyncio.create_task(self._sftp_authorize(message))
+            self._questions.add(task)
+            task.add_done_callback(self._questions.discard)
+            return
         server_id = getattr(message, "server_id", None)
         if server_id is not None and not await self._owns(server_id):
             return
@@ -247,6 +261,48 @@ class AgentSession:
                 else None
             )
             await self._seen(health, force=health is not None)
+
+    async def _sftp_authorize(self, message: SftpAuthorize) -> None:
+        answer: Response | Error
+        try:
+            grant = await sftp.authorize(
+                self.runtime,
+                node_id=self.node_id,
+                server_id=message.server_id,
+                credential=message.credential,
+                client_ip=message.client_ip,
+            )
+        except (sftp.SftpUnauthenticated, sftp.SftpForbidden) as exc:
+            log.info(
+                "gateway.sftp_refused",
+                node_id=self.node_id,
+                server_id=message.server_id,
+                code=exc.code,
+            )
+            answer = Error(request_id=message.request_id, code=exc.code, message=exc.message)
+        except Exception as exc:  # noqa: BLE001 - any failure is a refusal, told to the agent
+            # No traceback: its frames hold the credential.
+            log.error(
+                "gateway.sftp_authorize_failed",
+                node_id=self.node_id,
+                server_id=message.server_id,
+                error=type(exc).__name__,
+            )
+            answer = Error(
+                request_id=message.request_id,
+                code="UNAVAILABLE",
+                message="The panel could not check this login",
+            )
+        else:
+            log.info(
+                "gateway.sftp_authorized",
+                node_id=self.node_id,
+                server_id=message.server_id,
+                user_id=grant.user_id,
+            )
+            answer = Response(request_id=message.request_id, data=grant.data())
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.websocket.send_text(dump(answer))
 
     async def mark_seen(self) -> None:
         await self._seen(force=True)
