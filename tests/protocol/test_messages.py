@@ -282,6 +282,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "streamId": "01JD0000000000000000000000",
         "direct": True,
     },
+    "sftp_activity": {
+        "type": "sftp_activity",
+        "serverId": "server123",
+        "userId": "01JD0000000000000000000000",
+        "action": "upload",
+        "path": "/world/level.dat",
+        "bytes": 100000,
+    },
     "sftp_authorize": {
         "type": "sftp_authorize",
         "requestId": "r",

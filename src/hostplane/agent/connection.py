@@ -121,7 +121,11 @@ class AgentConnection:
             peers=self.peers,
         )
         self.sftp = SftpService(
-            settings, runtime.server_dir, self.questions.ask, busy=context.busy.get
+            settings,
+            runtime.server_dir,
+            self.questions.ask,
+            busy=context.busy.get,
+            report=context.notify,
         )
         self._handlers: dict[type[WireModel], Callable[[Any], Awaitable[Any]]] = {
             **FileHandlers(context).handlers(),

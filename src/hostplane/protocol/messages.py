@@ -199,6 +199,22 @@ class SftpAuthorize(WireModel):
     client_ip: str | None = Field(default=None, max_length=64)
 
 
+SftpAction: TypeAlias = Literal["upload", "mkdir", "delete", "rename", "chmod"]
+
+
+class SftpActivity(WireModel):
+    """Addition: a change made over SFTP, for the server's log (Catalyst's Flow 8:
+    "all file operations logged"). ``path`` is the server-relative path (for a
+    rename, ``source -> destination``); ``bytes`` what an upload wrote."""
+
+    type: Literal["sftp_activity"] = "sftp_activity"
+    server_id: str = Field(max_length=64)
+    user_id: str = Field(max_length=64)
+    action: SftpAction
+    path: str = Field(max_length=8400)
+    bytes: int | None = None
+
+
 # --------------------------------------------------------------------- panel -> agent
 
 
@@ -619,6 +635,7 @@ Message: TypeAlias = Annotated[
     | ResourceStats
     | Reconcile
     | SftpAuthorize
+    | SftpActivity
     | InstallServer
     | StartServer
     | StopServer
@@ -679,6 +696,7 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
         ResourceStats,
         Reconcile,
         SftpAuthorize,
+        SftpActivity,
         InstallServer,
         StartServer,
         StopServer,

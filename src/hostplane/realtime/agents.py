@@ -45,6 +45,7 @@ from hostplane.protocol.messages import (
     Response,
     ServerLog,
     ServerStateUpdate,
+    SftpActivity,
     SftpAuthorize,
     StreamCredit,
     StreamEnd,
@@ -244,6 +245,12 @@ class AgentSession:
                     await self._state(server.server_id, server.state, server.exit_code)
         elif isinstance(message, ResourceStats):
             await self._stats(message)
+        elif isinstance(message, SftpActivity):
+            async with self.runtime.unit_of_work(read_only=True) as session:
+                scope_to_tenant(session, self.tenant_id)
+                line = await sftp.activity_line(session, message)
+            # Kept with the console history (stream ``system``), as Catalyst logs it.
+            self._pending_logs.setdefault((message.server_id, "system"), []).append(line)
         elif isinstance(message, BackupComplete):
             async with self.runtime.unit_of_work() as session:
                 scope_to_tenant(session, self.tenant_id)

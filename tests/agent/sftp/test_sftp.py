@@ -414,3 +414,45 @@ async def test_files_held_by_a_restore_can_be_read_but_not_changed(world: SftpWo
     assert refused == ["write: True", "mkdir: True", "remove: True", "rename: True"]
     assert sorted(p.name for p in folder.iterdir()) == ["a.txt"]
     assert (folder / "a.txt").read_bytes() == b"before\n"
+
+
+async def test_every_change_is_written_to_the_servers_log(
+    client: httpx.AsyncClient, world: SftpWorld
+) -> None:
+    folder = world.agent.server_dir(world.server.id)
+    (folder / "old.txt").write_bytes(b"x")
+    token = world.fleet.owner.token
+    username = world.fleet.owner.user.username
+
+    def session() -> None:
+        with sftp_client(world.port, world.server.id, token) as sftp:
+            with sftp.open("/old.txt", "rb") as remote:
+                remote.read()  # reads are not changes: not logged
+            with sftp.open("/up.bin", "wb") as remote:
+                remote.write(b"a" * 1000)
+            sftp.mkdir("/maps")
+            sftp.rename("/up.bin", "/maps/up.bin")
+            sftp.chmod("/maps/up.bin", 0o640)
+            sftp.remove("/old.txt")
+
+    await asyncio.to_thread(session)
+    expected = [
+        f"SFTP: {username} uploaded /up.bin (1000 bytes)",
+        f"SFTP: {username} created the folder /maps",
+        f"SFTP: {username} renamed /up.bin -> /maps/up.bin",
+        f"SFTP: {username} changed the permissions of /maps/up.bin",
+        f"SFTP: {username} deleted /old.txt",
+    ]
+    lines: list[str] = []
+    for _ in range(50):  # the gateway stores log lines about once a second
+        answer = await client.get(
+            f"/api/servers/{world.server.id}/logs",
+            params={"stream": "system"},
+            headers=world.fleet.owner.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        lines = [entry["data"] for entry in answer.json()["data"]]
+        if len(lines) >= len(expected):
+            break
+        await asyncio.sleep(0.1)
+    assert lines == expected

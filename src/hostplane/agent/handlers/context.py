@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import websockets
+
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.peers import PeerListener
 from hostplane.agent.runtime import AgentRuntimeError
@@ -33,6 +35,7 @@ class HandlerContext:
     peers: PeerListener
     busy: dict[str, str] = field(default_factory=dict)
     """Servers whose files are being replaced or copied, and by what."""
+    _notes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @contextlib.contextmanager
     def exclusive(self, server_id: str, operation: str) -> Iterator[None]:
@@ -83,8 +86,15 @@ class HandlerContext:
     async def _send_quietly(self, message: WireModel) -> None:
         try:
             await self.send(message)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, websockets.ConnectionClosed):
+            # A report, not a request: while the panel is away it is dropped.
             return
+
+    def notify(self, message: WireModel) -> None:
+        """Send a report without waiting for it (callable from loop callbacks)."""
+        task = asyncio.get_running_loop().create_task(self._send_quietly(message))
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)

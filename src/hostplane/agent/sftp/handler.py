@@ -72,6 +72,7 @@ from hostplane.agent.files.errors import (
     NotADirectory,
 )
 from hostplane.agent.sftp.authorizer import SftpGrant
+from hostplane.protocol import SftpAction
 
 READ = ("file.read",)
 CREATE = ("file.create", "file.write")
@@ -154,7 +155,7 @@ def _mode(attrs: SFTPAttrs, default: int) -> int:
 class OpenFile:
     """An SFTP handle: a descriptor opened through the confinement, and how."""
 
-    __slots__ = ("closed", "fd", "path", "readable", "writable")
+    __slots__ = ("closed", "fd", "path", "readable", "writable", "written")
 
     def __init__(self, fd: int, path: str, *, readable: bool, writable: bool) -> None:
         self.fd = fd
@@ -162,6 +163,7 @@ class OpenFile:
         self.readable = readable
         self.writable = writable
         self.closed = False
+        self.written = 0
 
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):
@@ -173,12 +175,15 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         root: ServerRoot,
         grant: SftpGrant,
         busy: Callable[[], str | None] = lambda: None,
+        activity: Callable[[SftpAction, str, int | None], None] = lambda action, path, size: None,
     ) -> None:
         # No asyncssh chroot: its mapping follows links that lead outside.
         super().__init__(chan)
         self._root = root
         self._grant = grant
         self._busy = busy
+        # Every change is reported for the server's log, once it succeeded.
+        self._activity = activity
 
     # -- helpers ----------------------------------------------------------
 
@@ -357,13 +362,17 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 position += written
             return len(data)
 
-        return await self._run(handle.path, work)
+        written = await self._run(handle.path, work)
+        handle.written += written
+        return written
 
     def close(self, file_obj: object) -> None:
         handle = _handle(file_obj)
         if not handle.closed:
             handle.closed = True
             os.close(handle.fd)
+            if handle.written:
+                self._activity("upload", handle.path, handle.written)
 
     async def fstat(self, file_obj: object) -> os.stat_result:
         handle = _handle(file_obj)
@@ -442,6 +451,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.mkdir(name, _mode(attrs, _DEFAULT_DIR_MODE), dir_fd=parent)
 
         await self._run(user, work)
+        self._activity("mkdir", user, None)
 
     async def remove(self, path: bytes) -> None:
         user = virtual_path(path)
@@ -458,6 +468,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.unlink(name, dir_fd=parent)
 
         await self._run(user, work)
+        self._activity("delete", user, None)
 
     async def rmdir(self, path: bytes) -> None:
         user = virtual_path(path)
@@ -471,6 +482,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.rmdir(name, dir_fd=parent)
 
         await self._run(user, work)
+        self._activity("delete", user, None)
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         await self._rename(oldpath, newpath, replace=False)
@@ -507,6 +519,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.rename(old_name, new_name, src_dir_fd=old_dir, dst_dir_fd=new_dir)
 
         await self._run(source, work)
+        self._activity("rename", f"{source} -> {target}", None)
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self._setstat(virtual_path(path), attrs, follow_symlinks=True)
@@ -535,6 +548,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 os.close(fd)
 
         await self._run(user, work)
+        self._activity("chmod", user, None)
 
     async def readlink(self, path: bytes) -> bytes:
         user = virtual_path(path)

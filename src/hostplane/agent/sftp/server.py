@@ -26,6 +26,7 @@ from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.sftp.authorizer import SftpAuthorizer, SftpGrant
 from hostplane.agent.sftp.handler import ConfinedSFTPServer
 from hostplane.agent.sftp.hostkey import load_or_create_host_key
+from hostplane.protocol import SftpActivity
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +102,11 @@ class SftpService:
         ask: Ask,
         *,
         busy: Callable[[str], str | None] = lambda server_id: None,
+        report: Callable[[SftpActivity], None] = lambda activity: None,
     ) -> None:
         self.settings = settings
         self._busy = busy
+        self._report = report
         self.authorizer = SftpAuthorizer(ask)
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._server_dir = server_dir
@@ -158,6 +161,15 @@ class SftpService:
             ServerRoot(self._server_dir(server_id)),
             grant,
             busy=lambda: self._busy(server_id),
+            activity=lambda action, path, size: self._report(
+                SftpActivity(
+                    server_id=server_id,
+                    user_id=grant.user_id,
+                    action=action,
+                    path=path,
+                    bytes=size,
+                )
+            ),
         )
 
     async def close(self) -> None:

@@ -17,12 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import Forbidden, NotFound, Unauthorized
 from hostplane.core.runtime import Runtime
 from hostplane.identity.access.service import AccessDenied
 from hostplane.identity.authenticator import authenticate_credential
+from hostplane.identity.users.models import User
 from hostplane.infra.servers import service as servers
+from hostplane.protocol import SftpActivity
 
 LOGIN: Final = "file.sftp"
 # What the node enforces per operation (see hostplane.agent.sftp.handler).
@@ -91,3 +95,22 @@ async def authorize(
                 continue
             held.append(permission)
     return SftpGrant(user_id=principal.user_id, permissions=tuple(held))
+
+
+_VERBS: Final = {
+    "upload": "uploaded",
+    "mkdir": "created the folder",
+    "delete": "deleted",
+    "rename": "renamed",
+    "chmod": "changed the permissions of",
+}
+
+
+async def activity_line(session: AsyncSession, activity: SftpActivity) -> str:
+    """``SFTP: alice uploaded /world/level.dat (100000 bytes)`` for the server's log."""
+    user = await session.get(User, activity.user_id)
+    who = user.username if user is not None else f"user {activity.user_id}"
+    line = f"SFTP: {who} {_VERBS[activity.action]} {activity.path}"
+    if activity.bytes is not None:
+        line += f" ({activity.bytes} bytes)"
+    return line
