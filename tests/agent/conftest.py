@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hostplane.agent.runtime import ProcessRuntime, RuntimeEvent
+from hostplane.agent.runtimes import ServerRuntime
 from tests.support.services import missing_service
 
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -87,7 +88,7 @@ async def runtime(data_dir: Path, sandbox: bool) -> AsyncIterator[ProcessRuntime
 
 
 async def collect_until(
-    runtime: ProcessRuntime,
+    runtime: ServerRuntime,
     done: Callable[[list[RuntimeEvent]], bool],
     *,
     within: float = 10.0,

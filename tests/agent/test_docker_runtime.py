@@ -7,7 +7,6 @@ container a test makes carries the test's label and is removed afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +30,7 @@ from hostplane.agent.runtimes.docker import (
     InstallImageUnavailable,
 )
 from hostplane.agent.runtimes.docker_engine import pull_status_line
+from tests.agent.conftest import collect_until as collect_events
 from tests.support.containers import Engine, podman_engine
 
 ECHO = (
@@ -80,16 +80,8 @@ async def collect_until(
     *,
     within: float = 15.0,
 ) -> list[RuntimeEvent]:
-    events: list[RuntimeEvent] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not done(events):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            pytest.fail(f"timed out; events so far: {events!r}")
-        with contextlib.suppress(TimeoutError):
-            events.append(await runtime.next_event(min(remaining, 0.5)))
-    return events
+    """As for processes, with more time: containers start slower."""
+    return await collect_events(runtime, done, within=within)
 
 
 def lines_of(events: list[RuntimeEvent]) -> list[tuple[int, str, str]]:

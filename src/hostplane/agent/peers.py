@@ -319,7 +319,7 @@ async def push(
             while (chunk := await next_chunk()) is not None:
                 view = memoryview(chunk)
                 for start in range(0, len(view), CHUNK_SIZE):
-                    piece = bytes(view[start : start + CHUNK_SIZE])
+                    piece = view[start : start + CHUNK_SIZE]  # a view: no copy
                     digest.update(piece)
                     size += len(piece)
                     await ws.send(piece)

@@ -167,6 +167,20 @@ def test_what_is_not_an_archive_is_unsupported(root: ServerRoot) -> None:
     assert sorted(os.listdir(root.path)) == ["notes.zip", "single.gz"]
 
 
+def test_a_zip_with_an_unknown_compression_method_is_unsupported(root: ServerRoot) -> None:
+    with zipfile.ZipFile(root.path / "odd.zip", "w") as archive:
+        archive.writestr("data.txt", b"stored, then relabelled")
+    raw = bytearray((root.path / "odd.zip").read_bytes())
+    # Method 99 (AE-x encryption) in the local header and the central directory.
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = raw.index(signature) + offset
+        raw[at : at + 2] = struct.pack("<H", 99)
+    (root.path / "odd.zip").write_bytes(bytes(raw))
+    with pytest.raises(UnsupportedArchive, match="compression method"):
+        _extract(root, "/odd.zip")
+    _only_the_archive_is_left(root, "odd.zip")
+
+
 def _device(archive: tarfile.TarFile) -> None:
     _add(archive, "ok.txt")
     _add(archive, "null", b"", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
