@@ -572,9 +572,10 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
                 await asyncio.wait_for(asyncio.shield(output), _OUTPUT_DRAIN)
             except TimeoutError:
                 output.cancel()
-            except EngineError:
-                pass
-            with contextlib.suppress(asyncio.CancelledError):
+            except EngineError as exc:
+                # The followed log broke off; _catch_up reads what it missed.
+                logger.info("log stream of %s ended early: %s", watch.server_id, exc.detail or exc)
+            with contextlib.suppress(asyncio.CancelledError, EngineError):
                 await output
             await self._catch_up(watch)
             await self._report_exit(watch, exit_code)
