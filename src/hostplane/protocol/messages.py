@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
@@ -683,63 +683,9 @@ Message: TypeAlias = Annotated[
 
 _adapter: TypeAdapter[Message] = TypeAdapter(Message)
 
+# Every member of the union above, so the two can never disagree.
 MESSAGE_TYPES: frozenset[str] = frozenset(
-    str(model.model_fields["type"].default)
-    for model in (
-        NodeHandshake,
-        NodeHandshakeResponse,
-        Heartbeat,
-        ServerStateUpdate,
-        ConsoleOutput,
-        BackupComplete,
-        HealthReport,
-        ResourceStats,
-        Reconcile,
-        SftpAuthorize,
-        SftpActivity,
-        InstallServer,
-        StartServer,
-        StopServer,
-        RestartServer,
-        KillServer,
-        DeleteServer,
-        ConsoleInput,
-        ExecuteCommand,
-        FileOperation,
-        CreateBackup,
-        RestoreBackup,
-        DeleteBackup,
-        OperationProgress,
-        FileList,
-        FileStat,
-        FileRead,
-        FileWrite,
-        FileMkdir,
-        FileDelete,
-        FileRename,
-        FileCopy,
-        FileChmod,
-        FileCompress,
-        FileDecompress,
-        FilePull,
-        BackupRead,
-        TransferExport,
-        TransferImport,
-        TransferPrepare,
-        TransferPush,
-        TransferCommit,
-        TransferAbort,
-        TransferCleanup,
-        StreamCredit,
-        StreamEnd,
-        StreamError,
-        Response,
-        Error,
-        Subscribe,
-        Unsubscribe,
-        ServerLog,
-        LinesDropped,
-    )
+    str(model.model_fields["type"].default) for model in get_args(get_args(Message)[0])
 )
 
 
