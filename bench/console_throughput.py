@@ -28,12 +28,35 @@ from typing import Any
 import httpx
 import websockets
 
+# The server: numbered lines, each stamped with CLOCK_MONOTONIC when written.
+# flood: one write per line as fast as it goes (an unbuffered producer);
+# buffered: 2,000 lines per write (a busy game server's block-buffered stdout);
+# paced: RATE lines/s, one write per line, in 1 ms ticks.
 GENERATOR = """import os, sys, time
 n = int(os.environ.get("LINES", "100000"))
+mode = os.environ.get("MODE", "flood")
+rate = float(os.environ.get("RATE", "10000"))
 time.sleep(float(os.environ.get("WARMUP", "3")))
 out = sys.stdout
-for i in range(n):
-    out.write(f"{i} {time.monotonic_ns()}\\n")
+if mode == "buffered":
+    i = 0
+    while i < n:
+        now = time.monotonic_ns()
+        k = min(2000, n - i)
+        out.write("".join(f"{j} {now}\\n" for j in range(i, i + k)))
+        i += k
+elif mode == "paced":
+    start = time.monotonic()
+    i = 0
+    while i < n:
+        due = min(n, int((time.monotonic() - start) * rate) + 1)
+        while i < due:
+            out.write(f"{i} {time.monotonic_ns()}\\n")
+            i += 1
+        time.sleep(0.001)
+else:
+    for i in range(n):
+        out.write(f"{i} {time.monotonic_ns()}\\n")
 out.flush()
 time.sleep(3600)
 """
@@ -77,8 +100,8 @@ async def client(
                         first = time.monotonic()
                     last = time.monotonic()
                     received += len(lines)
-                    # Sample latency on the batch's last line (the newest).
-                    latencies.append(now - int(lines[-1].split()[1]))
+                    # Latency of the batch's first line: the oldest, so the worst in it.
+                    latencies.append(now - int(lines[0].split()[1]))
         except TimeoutError:
             pass
     results.append(
@@ -91,10 +114,84 @@ async def client(
     )
 
 
+async def run_scenario(
+    http: httpx.AsyncClient,
+    ws_url: str,
+    node_id: str,
+    *,
+    mode: str,
+    lines: int,
+    rate: int,
+    clients: int,
+) -> dict[str, Any]:
+    script = "#!/bin/sh\ncat > gen.py <<'PY'\n" + GENERATOR + "PY\n"
+    template = (
+        await http.post(
+            "/api/templates",
+            json={
+                "name": f"flood-{mode}-{rate}",
+                "dockerImage": "none",
+                "startCommand": "python3 -u gen.py",
+                "environment": {"LINES": str(lines), "MODE": mode, "RATE": str(rate)},
+                "installScript": script,
+            },
+        )
+    ).json()["data"]
+    server = (
+        await http.post(
+            "/api/servers",
+            json={
+                "name": f"flood-{mode}-{rate}",
+                "templateId": template["id"],
+                "nodeId": node_id,
+                "allocatedMemoryMb": 256,
+                "allocatedCpuCores": 1,
+                "allocatedDiskMb": 100,
+                "restartPolicy": "never",
+            },
+        )
+    ).json()["data"]
+    await http.post(f"/api/servers/{server['id']}/install")
+    for _ in range(300):
+        status = (await http.get(f"/api/servers/{server['id']}")).json()["data"]["status"]
+        if status == "stopped":
+            break
+        await asyncio.sleep(0.2)
+    results: list[dict[str, Any]] = []
+    readies = [asyncio.Event() for _ in range(clients)]
+    tasks = [
+        asyncio.create_task(client(ws_url, server["id"], lines, ready, results))
+        for ready in readies
+    ]
+    await asyncio.gather(*(ready.wait() for ready in readies))
+    await http.post(f"/api/servers/{server['id']}/start")
+    await asyncio.gather(*tasks)
+    await http.post(f"/api/servers/{server['id']}/kill")
+    rates = [r["received"] / r["seconds"] for r in results]
+    latencies = sorted(ms for r in results for ms in r["latencies"])
+    return {
+        "label": mode if mode != "paced" else f"paced {rate:,} lines/s",
+        "lines": lines,
+        "min_delivered": min(r["received"] for r in results),
+        "rate_median": statistics.median(rates),
+        "rate_min": min(rates),
+        "p50": latencies[len(latencies) // 2] / 1e6 if latencies else float("nan"),
+        "p99": latencies[int(len(latencies) * 0.99)] / 1e6 if latencies else float("nan"),
+        "dropped": sum(r["dropped"] for r in results),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--lines", type=int, default=200_000, help="lines of the flood mode")
+    parser.add_argument("--buffered-lines", type=int, default=2_000_000)
+    parser.add_argument("--paced-seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument(
+        "--modes",
+        default="flood,buffered,paced:10000,paced:50000",
+        help="comma-separated: flood, buffered, paced:RATE",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hostplane-bench-"))
     port = 18000 + os.getpid() % 1000
@@ -132,6 +229,7 @@ async def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     agent: subprocess.Popen[bytes] | None = None
+    figures: list[dict[str, Any]] = []
     try:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -155,35 +253,8 @@ async def main() -> None:
                         "name": "bench",
                         "hostname": "127.0.0.1",
                         "publicAddress": "127.0.0.1",
-                        "maxMemoryMb": 4096,
-                        "maxCpuCores": 2,
-                    },
-                )
-            ).json()["data"]
-            script = "#!/bin/sh\ncat > gen.py <<'PY'\n" + GENERATOR + "PY\n"
-            template = (
-                await http.post(
-                    "/api/templates",
-                    json={
-                        "name": "flood",
-                        "dockerImage": "none",
-                        "startCommand": "python3 -u gen.py",
-                        "environment": {"LINES": str(args.lines)},
-                        "installScript": script,
-                    },
-                )
-            ).json()["data"]
-            server = (
-                await http.post(
-                    "/api/servers",
-                    json={
-                        "name": "flood",
-                        "templateId": template["id"],
-                        "nodeId": node["id"],
-                        "allocatedMemoryMb": 256,
-                        "allocatedCpuCores": 1,
-                        "allocatedDiskMb": 100,
-                        "restartPolicy": "never",
+                        "maxMemoryMb": 16384,
+                        "maxCpuCores": 16,
                     },
                 )
             ).json()["data"]
@@ -191,7 +262,6 @@ async def main() -> None:
                 "HOSTPLANE_AGENT_PANEL_URL": f"ws://127.0.0.1:{port}/ws",
                 "HOSTPLANE_AGENT_NODE_ID": node["id"],
                 "HOSTPLANE_AGENT_TOKEN": node["secret"],
-                "HOSTPLANE_AGENT_SANDBOX": "false",
                 "HOSTPLANE_AGENT_DATA_DIR": str(workdir / "agent"),
             }
             agent = subprocess.Popen(
@@ -205,24 +275,27 @@ async def main() -> None:
                 if (await http.get(f"/api/nodes/{node['id']}")).json()["data"]["isOnline"]:
                     break
                 await asyncio.sleep(0.2)
-            await http.post(f"/api/servers/{server['id']}/install")
-            for _ in range(100):
-                if (await http.get(f"/api/servers/{server['id']}")).json()["data"][
-                    "status"
-                ] == "stopped":
-                    break
-                await asyncio.sleep(0.2)
-            results: list[dict[str, Any]] = []
-            readies = [asyncio.Event() for _ in range(args.clients)]
             url = f"ws://127.0.0.1:{port}/ws?token={token}"
-            tasks = [
-                asyncio.create_task(client(url, server["id"], args.lines, ready, results))
-                for ready in readies
-            ]
-            await asyncio.gather(*(ready.wait() for ready in readies))
-            await http.post(f"/api/servers/{server['id']}/start")
-            await asyncio.gather(*tasks)
-            await http.post(f"/api/servers/{server['id']}/kill")
+            for item in args.modes.split(","):
+                mode, _, rate_text = item.partition(":")
+                rate = int(rate_text or 0)
+                lines = {
+                    "flood": args.lines,
+                    "buffered": args.buffered_lines,
+                    "paced": rate * args.paced_seconds,
+                }[mode]
+                figures.append(
+                    await run_scenario(
+                        http,
+                        url,
+                        node["id"],
+                        mode=mode,
+                        lines=lines,
+                        rate=rate,
+                        clients=args.clients,
+                    )
+                )
+                report(figures[-1], args.clients)
     finally:
         for process in (agent, panel):
             if process is None:
@@ -233,20 +306,19 @@ async def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         subprocess.run(["pkill", "-f", str(workdir)], check=False)
+    print("\nAll modes:")
+    for item in figures:
+        report(item, args.clients)
 
-    rates = [r["received"] / r["seconds"] for r in results]
-    latencies = sorted(ms for r in results for ms in r["latencies"])
-    p50 = latencies[len(latencies) // 2] / 1e6 if latencies else float("nan")
-    p99 = latencies[int(len(latencies) * 0.99)] / 1e6 if latencies else float("nan")
-    print(f"lines per server: {args.lines}, clients: {args.clients}")
+
+def report(item: dict[str, Any], clients: int) -> None:
     print(
-        f"delivered per client: min {min(r['received'] for r in results)}, max {max(r['received'] for r in results)}"
+        f"{item['label']:<24} {item['lines']:>9,} lines x {clients} clients: "
+        f"median {item['rate_median']:>10,.0f} lines/s/client (min {item['rate_min']:,.0f}), "
+        f"latency p50 {item['p50']:.1f} ms p99 {item['p99']:.1f} ms, "
+        f"delivered min {item['min_delivered']:,}, dropped {item['dropped']}",
+        flush=True,
     )
-    print(
-        f"throughput per client (lines/s): median {statistics.median(rates):,.0f}, min {min(rates):,.0f}"
-    )
-    print(f"latency stdout -> client: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print(f"dropped (reported to clients): {sum(r['dropped'] for r in results)}")
 
 
 if __name__ == "__main__":
