@@ -1,6 +1,8 @@
-"""The embedded default's local node: registered once, its agent run as a child.
+"""The embedded default (``hostplane up``): one folder, the panel, its workers
+and a local node whose agent runs as a child.
 
-``hostplane up`` registers this machine as a node of the default tenant and
+``up`` writes a config with a generated secret on first start, migrates the
+database, creates the first operator and registers this machine as a node of the default tenant and
 starts ``hostplane agent`` next to the panel, so a newcomer can create a
 server from a bundled template and watch its console without setting up a
 node. The node secret is written once to ``<data dir>/agent.toml`` (mode
@@ -11,16 +13,21 @@ process: stopping or restarting the panel leaves the servers running.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from rich.console import Console
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hostplane.core.config import Settings
+from hostplane import __version__, launch
+from hostplane.core.config import Settings, default_data_dir
 from hostplane.core.db.tenancy import scope_to_tenant
+from hostplane.core.logging import configure_logging
 from hostplane.identity.tenants.service import ensure_default_tenant
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.nodes.models import Node
@@ -106,3 +113,95 @@ def start_local_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+def _write_embedded_config(data_dir: Path) -> None:
+    """First start of the embedded default: a config with a generated secret."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "hostplane.toml"
+    if (
+        path.exists()
+        or os.environ.get("HOSTPLANE_CONFIG")
+        or os.environ.get("HOSTPLANE_SECRET_KEY")
+    ):
+        return
+    body = (
+        "# Written by `hostplane up` on first start. HOSTPLANE_* environment variables override it.\n"
+        'environment = "production"\n'
+        f'secret_key = "{secrets.token_urlsafe(48)}"\n'
+        'log_format = "console"\n'
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(body)
+
+
+def up(
+    out: Console,
+    *,
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    admin_email: str | None,
+) -> None:
+    """Run everything on this machine: database, panel and workers, from one folder."""
+    from hostplane.identity.bootstrap import DEFAULT_ADMIN_EMAIL, ensure_installation
+
+    folder = data_dir or Path(os.environ.get("HOSTPLANE_DATA_DIR") or default_data_dir())
+    _write_embedded_config(folder)
+    settings = launch.settings_for(folder, host=host, port=port if port is not None else None)
+    configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
+    sock = launch.bind(settings.host, settings.port)
+    bound_port = sock.getsockname()[1]
+    launch.run(launch.check_database(settings))
+    launch.run(launch.migrate(settings))
+
+    agent_config = launch.in_transaction(
+        settings,
+        lambda session: ensure_local_node(
+            session, settings, panel_url=f"ws://127.0.0.1:{bound_port}/ws"
+        ),
+    )
+    admin = launch.in_transaction(
+        settings,
+        lambda session: ensure_installation(
+            session, admin_email=admin_email or DEFAULT_ADMIN_EMAIL
+        ),
+    )
+    base = launch.url(settings.host, bound_port)
+    out.print(f"\n[bold]hostplane {__version__}[/bold] is starting")
+    out.print(f"  Panel API   {base}/api")
+    out.print(f"  API docs    {base}/docs")
+    out.print(f"  Data folder {settings.data_dir}")
+    if admin.password is not None:
+        out.print(
+            f"  Log in as   [bold]{admin.email}[/bold] with password [bold]{admin.password}[/bold]"
+        )
+        out.print(
+            "              (shown this once: store it now, or reset it with `hostplane admin password`)"
+        )
+    else:
+        out.print(
+            f"  Log in as   [bold]{admin.email}[/bold] (password from the first start; reset with `hostplane admin password`)"
+        )
+    out.print(f"  Local node  agent log in {settings.data_dir / 'agent.log'}")
+    out.print("")
+    sys.stdout.flush()
+    agent = start_local_agent(agent_config, settings.data_dir / "agent.log")
+
+    def _exit(signum: int, _frame: object) -> None:
+        # uvicorn re-raises the signal it stopped on once it has shut down;
+        # turning it into SystemExit lets the agent be stopped below.
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit)
+    try:
+        launch.serve(settings, sock, workers=1)
+    finally:
+        # The agent leaves its servers running; the next `up` re-attaches.
+        agent.terminate()
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
