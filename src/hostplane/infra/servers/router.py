@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.core.bounds import sequence_or_moment
 from hostplane.core.http.deps import Authenticated, PageDep, SessionDep, require
 from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
 from hostplane.core.principal import Principal
@@ -280,11 +281,18 @@ async def server_logs(
     principal: Authenticated,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     stream: Annotated[Literal["stdout", "stderr", "system"] | None, Query()] = None,
-    before: Annotated[int | None, Query(ge=1, description="A line's id: older lines only")] = None,
+    before: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Older lines only: an ISO 8601 timestamp (Catalyst) or a line's id",
+        ),
+    ] = None,
 ) -> Envelope[list[LogLine]]:
     """Console history, oldest first: the newest ``limit`` lines before ``before``."""
+    older_than = None if before is None else sequence_or_moment(before, field="before")
     lines = await logs.list_logs(
-        session, principal, server_id, limit=limit, stream=stream, before=before
+        session, principal, server_id, limit=limit, stream=stream, before=older_than
     )
     return ok(
         [
