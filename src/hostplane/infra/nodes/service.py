@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
-from hostplane.core.errors import NotFound, ServiceUnavailable, ValidationFailed
+from hostplane.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from hostplane.infra.locations import service as locations
 from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, Node
 
@@ -146,10 +147,22 @@ async def update_node(session: AsyncSession, node_id: str, changes: dict[str, An
 
 
 async def delete_node(session: AsyncSession, node_id: str) -> None:
-    """Delete a node. Callers check first that no server is placed on it."""
+    """Delete a node. Callers check first that no server is placed on it.
+
+    Transfer records and backups name the node they ran on or are stored on;
+    that history is kept, so a node still named there is a 409, not deleted
+    (the database's foreign keys decide, which also covers a concurrent insert).
+    """
     node = await get_node(session, node_id, for_update=True)
-    await session.delete(node)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.delete(node)
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "The node is still named by transfer or backup records; delete those first",
+            details={"nodeId": node_id},
+        ) from None
 
 
 async def issue_deployment_token(session: AsyncSession, node_id: str) -> IssuedToken:
