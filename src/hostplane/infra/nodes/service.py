@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hostplane.core.clock import utcnow
 from hostplane.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from hostplane.infra.locations import service as locations
-from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, Node
+from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, DEFAULT_ROLE, Node
 
 # A node is online when it reported within this long (heartbeats come every 30 s).
 ONLINE_WINDOW = timedelta(seconds=90)
@@ -106,6 +106,10 @@ async def create_node(
     location_id: str | None = None,
     port_range_start: int | None = None,
     port_range_end: int | None = None,
+    role: str = DEFAULT_ROLE,
+    memory_overallocate: int = 0,
+    disk_overallocate: int = 0,
+    cpu_overallocate: int = 0,
 ) -> tuple[Node, str]:
     """Register a node; returns it and its secret (the only time the secret exists in clear)."""
     await _check_location(session, location_id)
@@ -123,6 +127,10 @@ async def create_node(
         max_memory_mb=max_memory_mb,
         max_cpu_cores=max_cpu_cores,
         max_disk_mb=max_disk_mb,
+        role=role,
+        memory_overallocate=memory_overallocate,
+        disk_overallocate=disk_overallocate,
+        cpu_overallocate=cpu_overallocate,
         port_range_start=start,
         port_range_end=end,
         secret_hash=_hash(secret),

@@ -12,6 +12,7 @@ from hostplane.core.bounds import sequence_or_moment
 from hostplane.core.http.deps import Authenticated, PageDep, SessionDep, require
 from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
 from hostplane.core.principal import Principal
+from hostplane.infra.nodes import service as nodes
 from hostplane.infra.servers import allocations, logs, service, subusers
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.schemas import (
@@ -70,6 +71,7 @@ async def _detail(session: AsyncSession, server: Server) -> ServerDetail:
             **{f: getattr(server, f) for f in ServerDetail.model_fields if hasattr(server, f)},
             "node": NodeRef.model_validate(node),
             "template": TemplateRef.model_validate(template),
+            "ip_address": node.public_address,
         }
     )
 
@@ -91,7 +93,18 @@ async def list_servers(
     found, meta = await service.list_servers(
         session, principal, params, node_id=node_id, status=status
     )
-    return page([ServerOut.model_validate(s) for s in found], meta)
+    # A page names a handful of nodes: one lookup each, shared by their servers.
+    addresses = {
+        node_id: (await nodes.get_node(session, node_id)).public_address
+        for node_id in {s.node_id for s in found}
+    }
+    return page(
+        [
+            ServerOut.model_validate(s).model_copy(update={"ip_address": addresses[s.node_id]})
+            for s in found
+        ],
+        meta,
+    )
 
 
 @router.post("", response_model=Envelope[ServerDetail], status_code=201)
