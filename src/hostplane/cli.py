@@ -75,11 +75,27 @@ def up(
     admin_email: Annotated[
         str | None, typer.Option("--admin-email", help="Email of the first admin, on first start.")
     ] = None,
+    sftp_port: Annotated[
+        int | None,
+        typer.Option(
+            "--sftp-port",
+            help="The local node's SFTP port (0: any free one). Default: the last one, else 2022, else any free one.",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run everything on this machine: database, panel and workers, from one folder."""
     from hostplane import embedded
 
-    embedded.up(out, data_dir=data_dir, host=host, port=port, admin_email=admin_email)
+    embedded.up(
+        out,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        admin_email=admin_email,
+        sftp_port=sftp_port,
+    )
 
 
 @cli.command()
@@ -179,15 +195,20 @@ def admin_create(
     role: Annotated[str, typer.Option("--role", help="owner or admin.")] = "admin",
     data_dir: DataDirOption = None,
 ) -> None:
-    """Create an operator account (prompts only for missing values, and only on a terminal)."""
+    """Create an operator account (prompts only for missing values, and only on a terminal).
+
+    A fresh folder is prepared as ``up`` prepares it (a config with a generated
+    secret, the database migrated): scripted installs create the first operator
+    before the first start."""
+    from hostplane import embedded
     from hostplane.identity.bootstrap import create_admin
 
     if role not in ("owner", "admin"):
         raise CliError("--role must be owner or admin")
     email = _ask(email, "Email")
     password = _ask(password, "Password", secret=True)
-    settings = _settings(data_dir)
-    _run(_check_database(settings))
+    settings = embedded.prepare_folder(data_dir)
+    embedded.prepare_database(settings)
 
     user = _in_transaction(
         settings,
