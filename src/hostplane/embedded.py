@@ -229,11 +229,9 @@ def up(
     sock = launch.bind(settings.host, settings.port)
     bound_port = sock.getsockname()[1]
     prepare_database(settings)
-    sftp_host, sftp_port = sftp_address(
-        settings.data_dir / AGENT_CONFIG,
-        settings.host or "0.0.0.0",
-        sftp_port,  # noqa: S104
-    )
+    # SFTP listens where the panel does (an empty host is every interface).
+    listen_host = settings.host or "0.0.0.0"  # noqa: S104
+    sftp_host, sftp_port = sftp_address(settings.data_dir / AGENT_CONFIG, listen_host, sftp_port)
     sftp_listen = f"[{sftp_host}]:{sftp_port}" if ":" in sftp_host else f"{sftp_host}:{sftp_port}"
 
     agent_config = launch.in_transaction(
