@@ -115,7 +115,7 @@ def worker(
         int | None, typer.Option("--concurrency", min=1, help="Jobs run at once.")
     ] = None,
 ) -> None:
-    """Run background work: provisioning, webhooks, schedules, billing cycles."""
+    """Run background work: installs, backups, transfers, retention."""
     settings = _settings(data_dir)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     _run(_check_database(settings))
