@@ -40,3 +40,58 @@ async def test_junk_gets_a_4xx_envelope(
         if response.status_code >= 400:
             assert response.json()["success"] is False
             assert response.json()["error"]["code"]
+
+
+QUERY_JUNK = [
+    "100000000000000000000",
+    "1e30",
+    "NaN",
+    "-1",
+    "-100000000000000000000",
+    "x" * 5000,
+    "0001-01-01T00:00:00+05:00",
+]
+LISTS = [
+    (path, [p["name"] for p in operations["get"].get("parameters", []) if p["in"] == "query"])
+    for path, operations in DOCUMENT["paths"].items()
+    if path.startswith("/api/") and "{" not in path and "get" in operations
+]
+LISTS = [(path, names) for path, names in LISTS if names]
+
+
+@pytest.mark.parametrize(("path", "names"), LISTS, ids=[path for path, _ in LISTS])
+async def test_out_of_range_query_values_get_a_4xx_envelope(
+    client: httpx.AsyncClient, db: AsyncSession, path: str, names: list[str]
+) -> None:
+    owner = await logged_in(client, db, role="owner")
+    for name in [*names, "pageSize"] if "limit" in names else names:
+        for value in QUERY_JUNK:
+            response = await client.get(path, params={name: value}, headers=owner.headers)
+            assert response.status_code < 500, f"{path}?{name}={value[:30]}: {response.text[:300]}"
+            if response.status_code >= 400:
+                assert response.json()["success"] is False
+                assert response.json()["error"]["code"]
+    if "limit" in names:
+        response = await client.get(
+            path, params={"page": "100000000000000000000"}, headers=owner.headers
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+PAGED = [path for path, names in LISTS if "limit" in names]
+
+
+@pytest.mark.parametrize("path", PAGED)
+async def test_page_size_is_an_alias_of_limit(
+    client: httpx.AsyncClient, db: AsyncSession, path: str
+) -> None:
+    owner = await logged_in(client, db, role="owner")
+    response = await client.get(path, params={"pageSize": 3}, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["pagination"]["limit"] == 3
+    both = await client.get(path, params={"pageSize": 3, "limit": 7}, headers=owner.headers)
+    assert both.json()["pagination"]["limit"] == 7
+    assert (
+        await client.get(path, params={"pageSize": 101}, headers=owner.headers)
+    ).status_code == 400

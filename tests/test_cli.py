@@ -222,3 +222,35 @@ def test_jobs_watch_follows_a_job_to_its_end(
         "failed: the node did not answer in time",
     )
     assert_one_line_error(run("jobs", "watch", "nope", data_dir=tmp_path), "no job nope")
+
+
+def test_admin_create_prepares_a_fresh_folder_like_up(tmp_path: Path) -> None:
+    """Scripted installs create the first operator before the first start."""
+    folder = tmp_path / "fresh"
+    environment = base_env()  # no HOSTPLANE_SECRET_KEY: the folder must provide one
+    created = subprocess.run(
+        hostplane_command(
+            "admin",
+            "create",
+            "--email",
+            "first@example.com",
+            "--password",
+            "long enough pw",
+            "--role",
+            "owner",
+            "--data-dir",
+            str(folder),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created owner first@example.com" in created.stdout
+    config = folder / "hostplane.toml"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert "secret_key" in config.read_text()
+    assert (folder / "hostplane.db").exists()

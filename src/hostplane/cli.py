@@ -8,39 +8,25 @@ Scripts and operators depend on this contract: every command takes
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
-import secrets
 import signal
-import socket
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hostplane import __version__
-from hostplane.core.config import (
-    Settings,
-    default_data_dir,
-    load_settings,
-    redact_url,
-)
+from hostplane import __version__, launch
+from hostplane.core.config import Settings, redact_url
 from hostplane.core.errors import HostplaneError
 from hostplane.core.logging import configure_logging
+from hostplane.launch import CliError
 from hostplane.platform.audit.cli import audit_cli
-
-T = TypeVar("T")
 
 cli = typer.Typer(
     name="hostplane",
@@ -68,150 +54,14 @@ PortOption = Annotated[
 ]
 
 
-class CliError(Exception):
-    """A failure to report as one line."""
-
-
-# ---- helpers ---------------------------------------------------------------
-
-
-def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(data_dir=data_dir, **overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
-        raise CliError(f"invalid configuration: {problems}") from None
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _run(coroutine: Awaitable[T]) -> T:
-    async def wrapper() -> T:
-        return await coroutine
-
-    return asyncio.run(wrapper())
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind the listening socket up front: a taken port is a clear error, not a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                f"port {port} on {host} is already in use; choose another with --port"
-            ) from None
-        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-async def _check_database(settings: Settings) -> None:
-    from hostplane.core.db.engine import create_engine
-
-    engine = create_engine(settings)
-    try:
-        async with asyncio.timeout(10), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except (DBAPIError, OSError, TimeoutError) as exc:
-        raise CliError(
-            f"cannot reach the database at {redact_url(settings.database_url)}: {_reason(exc)}"
-        ) from None
-    finally:
-        await engine.dispose()
-
-
-def _reason(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc.__cause__ or exc
-    message = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
-    return message[:200]
-
-
-async def _migrate(settings: Settings) -> str | None:
-    from hostplane.core.db.engine import create_engine
-    from hostplane.migrations.runner import current_revision, upgrade
-
-    engine = create_engine(settings)
-    try:
-        await upgrade(engine)
-        return await current_revision(engine)
-    except (DBAPIError, OSError) as exc:
-        raise CliError(
-            f"cannot migrate the database at {redact_url(settings.database_url)}: {_reason(exc)}"
-        ) from None
-    finally:
-        await engine.dispose()
-
-
-def _serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
-    from hostplane.app import create_app
-
-    app = create_app(settings, workers=workers)
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-        # Open WebSockets (consoles, agents) must not hold a shutdown forever;
-        # agents reconnect to another replica or to the restarted panel.
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-def _write_embedded_config(data_dir: Path) -> None:
-    """First start of the embedded default: a config with a generated secret."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "hostplane.toml"
-    if (
-        path.exists()
-        or os.environ.get("HOSTPLANE_CONFIG")
-        or os.environ.get("HOSTPLANE_SECRET_KEY")
-    ):
-        return
-    body = (
-        "# Written by `hostplane up` on first start. HOSTPLANE_* environment variables override it.\n"
-        'environment = "production"\n'
-        f'secret_key = "{secrets.token_urlsafe(48)}"\n'
-        'log_format = "console"\n'
-    )
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(body)
-
-
-def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one committed transaction on the configured database."""
-
-    async def run() -> T:
-        from hostplane.app import build_runtime
-
-        runtime = build_runtime(settings)
-        try:
-            async with runtime.unit_of_work() as session:
-                return await work(session)
-        finally:
-            await runtime.engine.dispose()
-
-    return _run(run())
-
-
-def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only for display
-    shown = f"[{shown}]" if ":" in shown else shown
-    return f"http://{shown}:{port}"
+# The helpers keep their old names here: the commands below read as before.
+_settings = launch.settings_for
+_run = launch.run
+_bind = launch.bind
+_check_database = launch.check_database
+_migrate = launch.migrate
+_serve = launch.serve
+_in_transaction = launch.in_transaction
 
 
 # ---- commands --------------------------------------------------------------
@@ -225,70 +75,27 @@ def up(
     admin_email: Annotated[
         str | None, typer.Option("--admin-email", help="Email of the first admin, on first start.")
     ] = None,
+    sftp_port: Annotated[
+        int | None,
+        typer.Option(
+            "--sftp-port",
+            help="The local node's SFTP port (0: any free one). Default: the last one, else 2022, else any free one.",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run everything on this machine: database, panel and workers, from one folder."""
-    from hostplane.identity.bootstrap import DEFAULT_ADMIN_EMAIL, ensure_installation
+    from hostplane import embedded
 
-    folder = data_dir or Path(os.environ.get("HOSTPLANE_DATA_DIR") or default_data_dir())
-    _write_embedded_config(folder)
-    settings = _settings(folder, host=host, port=port if port is not None else None)
-    configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
-    sock = _bind(settings.host, settings.port)
-    bound_port = sock.getsockname()[1]
-    _run(_check_database(settings))
-    _run(_migrate(settings))
-
-    from hostplane.embedded import ensure_local_node, start_local_agent
-
-    agent_config = _in_transaction(
-        settings,
-        lambda session: ensure_local_node(
-            session, settings, panel_url=f"ws://127.0.0.1:{bound_port}/ws"
-        ),
+    embedded.up(
+        out,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        admin_email=admin_email,
+        sftp_port=sftp_port,
     )
-    admin = _in_transaction(
-        settings,
-        lambda session: ensure_installation(
-            session, admin_email=admin_email or DEFAULT_ADMIN_EMAIL
-        ),
-    )
-    base = _url(settings.host, bound_port)
-    out.print(f"\n[bold]hostplane {__version__}[/bold] is starting")
-    out.print(f"  Panel API   {base}/api")
-    out.print(f"  API docs    {base}/docs")
-    out.print(f"  Data folder {settings.data_dir}")
-    if admin.password is not None:
-        out.print(
-            f"  Log in as   [bold]{admin.email}[/bold] with password [bold]{admin.password}[/bold]"
-        )
-        out.print(
-            "              (shown this once: store it now, or reset it with `hostplane admin password`)"
-        )
-    else:
-        out.print(
-            f"  Log in as   [bold]{admin.email}[/bold] (password from the first start; reset with `hostplane admin password`)"
-        )
-    out.print(f"  Local node  agent log in {settings.data_dir / 'agent.log'}")
-    out.print("")
-    sys.stdout.flush()
-    agent = start_local_agent(agent_config, settings.data_dir / "agent.log")
-
-    def _exit(signum: int, _frame: object) -> None:
-        # uvicorn re-raises the signal it stopped on once it has shut down;
-        # turning it into SystemExit lets the agent be stopped below.
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit)
-    try:
-        _serve(settings, sock, workers=1)
-    finally:
-        # The agent leaves its servers running; the next `up` re-attaches.
-        agent.terminate()
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
 
 
 @cli.command()
@@ -308,7 +115,7 @@ def worker(
         int | None, typer.Option("--concurrency", min=1, help="Jobs run at once.")
     ] = None,
 ) -> None:
-    """Run background work: provisioning, webhooks, schedules, billing cycles."""
+    """Run background work: installs, backups, transfers, retention."""
     settings = _settings(data_dir)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     _run(_check_database(settings))
@@ -388,15 +195,20 @@ def admin_create(
     role: Annotated[str, typer.Option("--role", help="owner or admin.")] = "admin",
     data_dir: DataDirOption = None,
 ) -> None:
-    """Create an operator account (prompts only for missing values, and only on a terminal)."""
+    """Create an operator account (prompts only for missing values, and only on a terminal).
+
+    A fresh folder is prepared as ``up`` prepares it (a config with a generated
+    secret, the database migrated): scripted installs create the first operator
+    before the first start."""
+    from hostplane import embedded
     from hostplane.identity.bootstrap import create_admin
 
     if role not in ("owner", "admin"):
         raise CliError("--role must be owner or admin")
     email = _ask(email, "Email")
     password = _ask(password, "Password", secret=True)
-    settings = _settings(data_dir)
-    _run(_check_database(settings))
+    settings = embedded.prepare_folder(data_dir)
+    embedded.prepare_database(settings)
 
     user = _in_transaction(
         settings,

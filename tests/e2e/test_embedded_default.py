@@ -1,12 +1,24 @@
 """Command 1 of the README: ``scripts/up.sh`` (``hostplane up``) on a fresh data folder."""
 
 import re
+import socket
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.processes import base_env, free_port, hostplane_process, up_script_command
+
+
+def ssh_banner(port: int) -> bytes:
+    """The first line an SSH server sends, waiting for the agent to listen."""
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                return connection.recv(64)
+        except OSError:
+            time.sleep(0.2)
+    return b""
 
 
 def local_node_comes_online(base_url: str, token: str) -> bool:
@@ -47,6 +59,18 @@ def test_up_starts_the_panel_creates_one_admin_and_prints_how_to_log_in(tmp_path
             json={"email": credentials.group(1), "password": credentials.group(2)},
         ).json()["data"]["token"]
         assert local_node_comes_online(panel.base_url, token), (data / "agent.log").read_text()
+        headers = {"Authorization": f"Bearer {token}"}
+        # The bundled templates are there: a first server is one request away.
+        listed = httpx.get(f"{panel.base_url}/api/templates", headers=headers).json()["data"]
+        assert {"Python Echo", "Python HTTP Server"} <= {template["name"] for template in listed}
+        [node] = httpx.get(f"{panel.base_url}/api/nodes", headers=headers).json()["data"]
+        assert node["cpuOverallocate"] == -1, "the local node does not limit CPU"
+        # The local node serves SFTP (Flow 8) where the start-up lines say.
+        sftp = re.search(r"SFTP\s+sftp://127\.0\.0\.1:(\d+)", first_output)
+        assert sftp, first_output
+        assert ssh_banner(int(sftp.group(1))).startswith(b"SSH-2.0-"), (
+            data / "agent.log"
+        ).read_text()
     match = re.search(r"Log in as\s+(\S+) with password (\S+)", first_output)
     assert match, first_output
     assert match.group(1) == "admin@hostplane.local"

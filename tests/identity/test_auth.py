@@ -62,7 +62,7 @@ async def test_register_refuses_a_taken_email(client: httpx.AsyncClient, db: Asy
     body = {"email": "twice@example.com", "password": "long enough 1"}
     assert (await client.post("/api/auth/register", json=body)).status_code == 200
     again = await client.post("/api/auth/register", json=body | {"username": "other_name"})
-    assert again.status_code == 400
+    assert again.status_code == 409
     assert again.json()["error"]["message"] == "Email already exists"
 
 

@@ -216,3 +216,23 @@ async def test_existing_local_accounts_link_only_with_a_verified_email(
     )
     assert verified.status_code == 200
     assert verified.json()["data"]["userId"] == registered.json()["data"]["userId"]
+
+
+async def test_a_preferred_username_taken_in_another_case_gets_another_name(
+    sync_client: httpx.AsyncClient, jwks_server: JwksServer
+) -> None:
+    registered = await sync_client.post(
+        "/api/auth/register",
+        json={"email": "bob@example.com", "username": "Bob", "password": "long enough 1"},
+    )
+    assert registered.status_code == 200, registered.text
+    synced = await sync_client.post(
+        "/api/auth/sync",
+        json={
+            "token": jwks_server.token(
+                sub="ext-7", email="b2@example.com", preferred_username="bob"
+            )
+        },
+    )
+    assert synced.status_code == 200, synced.text
+    assert synced.json()["data"]["username"].lower() != "bob"

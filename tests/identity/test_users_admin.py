@@ -23,7 +23,7 @@ async def test_operators_create_update_and_delete_accounts(
     assert created.status_code == 201, created.text
     data = created.json()["data"]
     assert data["name"] == "Olga Ops"
-    assert [role["name"] for role in data["roles"]] == ["support"]
+    assert data["roles"] == ["support"]
     assert (await login(client, "ops@example.com", "long enough 1")).status_code == 200
 
     updated = await client.put(
@@ -79,3 +79,31 @@ async def test_an_owner_cannot_be_banned_by_an_admin_nor_the_last_owner_by_anyon
         await client.delete(f"/api/users/{owner.user.id}", headers=admin.headers)
     ).status_code == 403
     assert (await login(client, owner.user.email, PASSWORD)).status_code == 200
+
+
+async def test_mpanel_user_roles_are_names_and_put_sets_them_within_the_callers_authority(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    admin = await logged_in(client, db, role="admin")
+    target = await logged_in(client, db, email="promote@example.com")
+    listed = await client.get("/api/users", params={"search": "promote"}, headers=admin.headers)
+    assert listed.json()["data"][0]["roles"] == ["customer"]
+
+    changed = await client.put(
+        f"/api/users/{target.user.id}", json={"roles": ["support"]}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["roles"] == ["support"]
+    shown = await client.get(f"/api/users/{target.user.id}", headers=admin.headers)
+    assert shown.json()["data"]["roles"] == ["support"]
+
+    above = await client.put(
+        f"/api/users/{target.user.id}", json={"roles": ["owner"]}, headers=admin.headers
+    )
+    assert above.status_code == 403, above.text
+    unknown = await client.put(
+        f"/api/users/{target.user.id}", json={"roles": ["wizard"]}, headers=admin.headers
+    )
+    assert unknown.status_code == 400, unknown.text
+    kept = await client.get(f"/api/users/{target.user.id}", headers=admin.headers)
+    assert kept.json()["data"]["roles"] == ["support"]

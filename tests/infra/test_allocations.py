@@ -93,3 +93,21 @@ async def test_changes_need_a_stopped_server_and_rights(
         )
     ).status_code == 409
     assert (await client.get(base, headers=fleet.owner.headers)).status_code == 200
+
+
+async def test_auto_assign_skips_a_port_already_bound_inside_the_container(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    base = f"/api/servers/{fleet.server.id}"
+    # The fleet's server holds host 30000; bind container port 30001 to host 30005.
+    explicit = await client.post(
+        f"{base}/allocations",
+        json={"containerPort": 30001, "hostPort": 30005},
+        headers=fleet.owner.headers,
+    )
+    assert explicit.status_code == 200, explicit.text
+    # 30001 is free on the host but taken inside the container: the next one is picked.
+    assigned = await client.post(f"{base}/network/allocations", headers=fleet.owner.headers)
+    assert assigned.status_code == 201, assigned.text
+    assert assigned.json()["data"]["hostPort"] == 30002
+    assert assigned.json()["data"]["containerPort"] == 30002

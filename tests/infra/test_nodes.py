@@ -1,5 +1,6 @@
 """Nodes: secrets shown once and stored hashed, liveness, capacity summary, isolation."""
 
+import asyncio
 import hashlib
 from datetime import timedelta
 
@@ -9,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hostplane.core.clock import shifted
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.nodes.models import Node
+from hostplane.infra.transfers.models import ServerTransfer
 from tests.support.identity import logged_in, other_tenant, platform_tenant
-from tests.support.infra import make_node, make_server, make_template
+from tests.support.infra import in_tenant, make_node, make_server, make_template
 
 BODY = {
     "name": "production-2",
@@ -182,3 +184,44 @@ async def test_another_tenants_node_is_not_found(
     assert (
         await client.delete(f"/api/nodes/{node.id}", headers=foreign.headers)
     ).status_code == 404
+
+
+async def test_delete_refused_while_transfer_history_names_the_node(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    admin = await logged_in(client, db, role="admin")
+    old, _ = await make_node(db, tenant=tenant)
+    new, _ = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(db, tenant=tenant, owner=admin.user, node=new, template=template)
+    async with in_tenant(db, tenant):
+        db.add(
+            ServerTransfer(
+                server_id=server.id,
+                source_node_id=old.id,
+                target_node_id=new.id,
+                status="completed",
+            )
+        )
+
+    refused = await client.delete(f"/api/nodes/{old.id}", headers=admin.headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "CONFLICT"
+    assert "transfer" in refused.json()["error"]["message"]
+    assert (await client.get(f"/api/nodes/{old.id}", headers=admin.headers)).status_code == 200
+
+
+async def test_concurrent_deletes_of_one_node_answer_once(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    admin = await logged_in(client, db, role="admin")
+    node, _ = await make_node(db, tenant=tenant)
+    answers = await asyncio.gather(
+        *(client.delete(f"/api/nodes/{node.id}", headers=admin.headers) for _ in range(8))
+    )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses.count(200) == 1, [answer.text for answer in answers]
+    assert all(status == 200 or 400 <= status < 500 for status in statuses), statuses
+    assert all(answer.json()["success"] is (answer.status_code == 200) for answer in answers)

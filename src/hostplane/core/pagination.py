@@ -1,4 +1,10 @@
-"""``page`` / ``limit`` pagination and the ``pagination`` block of the envelope."""
+"""``page`` / ``limit`` pagination and the ``pagination`` block of the envelope.
+
+Every numeric input a client can send is bounded here (or with the helpers of
+:mod:`hostplane.core.bounds`): a number past the bound is a 400
+``VALIDATION_ERROR``, never clamped silently and never handed to the database,
+where a 64-bit overflow would surface as a 500.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,41 @@ import math
 from collections.abc import Sequence
 from typing import TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# page x limit stays far below 2**63 (the offset the database receives).
+MAX_PAGE = 1_000_000
 
 T = TypeVar("T")
 
 
 class PageParams(BaseModel):
-    """Which page a client asks for. ``limit`` is capped at 100."""
+    """Which page a client asks for. ``limit`` is capped at 100; ``pageSize``
+    (mPanel's name) is an alias of ``limit``."""
 
-    page: int = Field(default=1, ge=1, description="Page number, from 1.")
+    model_config = ConfigDict(populate_by_name=True)
+
+    page: int = Field(default=1, ge=1, le=MAX_PAGE, description="Page number, from 1.")
     limit: int = Field(
         default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page (max 100)."
     )
+    page_size: int | None = Field(
+        default=None,
+        alias="pageSize",
+        ge=1,
+        le=MAX_LIMIT,
+        description="The same as `limit` (mPanel's name); `limit` wins when both are sent.",
+    )
+
+    @model_validator(mode="after")
+    def _page_size_is_limit(self) -> PageParams:
+        if self.page_size is not None and "limit" not in self.model_fields_set:
+            self.limit = self.page_size
+        return self
 
     @property
     def offset(self) -> int:

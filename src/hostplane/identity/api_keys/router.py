@@ -7,7 +7,7 @@ Either way a key acts for the user who created it, with at most their rights.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,12 +46,24 @@ def _issued(issued: service.IssuedApiKey) -> Envelope[ApiKeyCreated]:
     return ok(ApiKeyCreated.of_new(issued.api_key, issued.key))
 
 
+AdminStatusFilter = Annotated[
+    ApiKeyStatus | Literal["all"],
+    Query(description="active (the default, as QeinTech lists) | revoked | expired | all"),
+]
+
+
 @admin_router.get("", response_model=PageEnvelope[ApiKeyOut])
 async def list_tenant_api_keys(
-    session: SessionDep, _principal: ApiKeyReader, params: PageDep, status: StatusFilter = None
+    session: SessionDep,
+    _principal: ApiKeyReader,
+    params: PageDep,
+    status: AdminStatusFilter = "active",
 ) -> PageEnvelope[ApiKeyOut]:
-    """Every API key of the tenant, newest first (the secret is never shown again)."""
-    keys, meta = await service.list_api_keys(session, params, status=status)
+    """The tenant's active API keys, newest first (``status`` shows others; the secret
+    is never shown again)."""
+    keys, meta = await service.list_api_keys(
+        session, params, status=None if status == "all" else status
+    )
     return page([ApiKeyOut.of(key) for key in keys], meta)
 
 

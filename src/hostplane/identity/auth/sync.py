@@ -137,7 +137,9 @@ async def sync_user(
         if user is None:
             username = str(claims.get("preferred_username") or default_username(email))
             if await session.scalar(
-                select(User.id).where(User.tenant_id == tenant.id, User.username == username)
+                select(User.id).where(
+                    User.tenant_id == tenant.id, User.username_key == username.lower()
+                )
             ):
                 username = default_username(email + "x")
             # No password: this account logs in through its issuer.

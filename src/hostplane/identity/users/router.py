@@ -22,6 +22,7 @@ from hostplane.identity.users.models import User
 from hostplane.identity.users.schemas import (
     AdminUser,
     BanIn,
+    MPanelUser,
     Profile,
     ProfileUpdate,
     RoleRef,
@@ -60,6 +61,15 @@ async def _admin_views(session: AsyncSession, users: Sequence[User]) -> list[Adm
             created_at=user.created_at,
         )
         for user in users
+    ]
+
+
+async def _mpanel_views(session: AsyncSession, users: Sequence[User]) -> list[MPanelUser]:
+    return [
+        MPanelUser.model_validate(
+            view.model_dump(exclude={"roles"}) | {"roles": [role.name for role in view.roles]}
+        )
+        for view in await _admin_views(session, users)
     ]
 
 
@@ -135,31 +145,31 @@ async def admin_unban_user(
     return ok((await _admin_views(session, [user]))[0])
 
 
-@router.get("/api/users", response_model=PageEnvelope[AdminUser])
+@router.get("/api/users", response_model=PageEnvelope[MPanelUser])
 async def list_users(
     session: SessionDep,
     _principal: UserReader,
     params: PageDep,
     search: Annotated[str | None, Query(max_length=200)] = None,
-) -> PageEnvelope[AdminUser]:
+) -> PageEnvelope[MPanelUser]:
     """mPanel's operator list of users."""
     users, meta = await service.list_users(session, params, search=search)
-    return page(await _admin_views(session, users), meta)
+    return page(await _mpanel_views(session, users), meta)
 
 
-@router.get("/api/users/{user_id}", response_model=Envelope[AdminUser])
+@router.get("/api/users/{user_id}", response_model=Envelope[MPanelUser])
 async def get_user(
     user_id: str, session: SessionDep, _principal: UserReader
-) -> Envelope[AdminUser]:
+) -> Envelope[MPanelUser]:
     """One user of the caller's tenant."""
     user = await service.get_user(session, user_id)
-    return ok((await _admin_views(session, [user]))[0])
+    return ok((await _mpanel_views(session, [user]))[0])
 
 
-@router.post("/api/users", response_model=Envelope[AdminUser], status_code=201)
+@router.post("/api/users", response_model=Envelope[MPanelUser], status_code=201)
 async def create_user(
     body: UserCreate, session: SessionDep, principal: UserManager
-) -> Envelope[AdminUser]:
+) -> Envelope[MPanelUser]:
     """Create an account in the caller's tenant with the given roles."""
     user = await service.create_operator_user(
         session,
@@ -171,14 +181,15 @@ async def create_user(
         roles=body.roles,
         status=body.status,
     )
-    return ok((await _admin_views(session, [user]))[0])
+    return ok((await _mpanel_views(session, [user]))[0])
 
 
-@router.put("/api/users/{user_id}", response_model=Envelope[AdminUser])
+@router.put("/api/users/{user_id}", response_model=Envelope[MPanelUser])
 async def update_user(
     user_id: str, body: UserUpdate, session: SessionDep, principal: UserManager
-) -> Envelope[AdminUser]:
-    """Edit another account: name, email, status, password."""
+) -> Envelope[MPanelUser]:
+    """Edit another account: name, email, status, password, and roles (by name; only
+    roles the caller may assign, as in the roles routes)."""
     user = await service.update_user(
         session,
         actor_user_id=principal.user_id,
@@ -188,7 +199,9 @@ async def update_user(
         status=body.status,
         password=body.password,
     )
-    return ok((await _admin_views(session, [user]))[0])
+    if body.roles is not None:
+        await service.set_roles(session, actor=principal, user_id=user.id, role_names=body.roles)
+    return ok((await _mpanel_views(session, [user]))[0])
 
 
 @router.delete("/api/users/{user_id}", response_model=Empty)

@@ -37,9 +37,7 @@ class ProfileUpdate(ApiInput):
     new_password: str | None = Field(default=None, max_length=1024)
 
 
-class AdminUser(ApiModel):
-    """A user as operators see it: Catalyst's admin list with mPanel's fields."""
-
+class _OperatorView(ApiModel):
     id: str
     tenant_id: str
     email: str
@@ -48,12 +46,23 @@ class AdminUser(ApiModel):
     first_name: str | None
     last_name: str | None
     status: str
-    roles: list[RoleRef]
     two_factor_enabled: bool
     ban_reason: str | None
     banned_at: datetime | None
     last_login_at: datetime | None
     created_at: datetime
+
+
+class AdminUser(_OperatorView):
+    """A user as operators see it: Catalyst's admin list (roles as objects)."""
+
+    roles: list[RoleRef]
+
+
+class MPanelUser(_OperatorView):
+    """mPanel's user object (``/api/users``): ``roles`` are names, e.g. ``["admin"]``."""
+
+    roles: list[str]
 
 
 class UserCreate(ApiInput):
@@ -72,6 +81,11 @@ class UserUpdate(ApiInput):
     email: str | None = Field(default=None, max_length=320)
     status: str | None = None
     password: str | None = Field(default=None, max_length=1024)
+    roles: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Role names the account holds afterwards (replaces its roles).",
+    )
 
 
 class BanIn(ApiInput):

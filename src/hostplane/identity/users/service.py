@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
@@ -20,17 +21,47 @@ from hostplane.identity.roles.service import (
     assign_role,
     assign_role_as,
     effective_permissions,
+    revoke_role,
     role_names_for,
+    roles_by_user,
 )
-from hostplane.identity.users.models import User
+from hostplane.identity.users.models import EMAIL_INDEX, USERNAME_INDEX, User
 
 MIN_PASSWORD_LENGTH = 8
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 
 
-class EmailTaken(ValidationFailed):
-    code = "EMAIL_TAKEN"
+class EmailTaken(Conflict):
+    """409: the email or username belongs to another account of the tenant
+    (whatever the case); ``details.fields`` names which."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            f"{field.capitalize()} already exists",
+            details={"fields": [{"field": field, "message": "already taken"}]},
+        )
+
+
+async def _flush_unique(session: AsyncSession) -> None:
+    """Flush a new or renamed account; a unique index the check before lost
+    to a concurrent writer becomes the same 409 as the check's."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        message = str(exc.orig)
+        if USERNAME_INDEX in message or "username_key" in message:
+            raise EmailTaken("username") from None
+        if EMAIL_INDEX in message or "email_key" in message:
+            raise EmailTaken("email") from None
+        raise
+
+
+def like_pattern(search: str) -> str:
+    """``%search%`` with ``\\``, ``%`` and ``_`` matching themselves (escape ``\\``)."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def default_username(email: str) -> str:
@@ -79,18 +110,18 @@ async def create_user(
             details={"fields": [{"field": "username", "message": "invalid username"}]},
         )
     clash = await session.scalar(
-        select(User.email).where(
+        select(func.lower(User.email)).where(
             User.tenant_id == tenant_id,
-            or_(User.email == email, func.lower(User.username) == username.lower()),
+            or_(func.lower(User.email) == email, func.lower(User.username) == username.lower()),
         )
     )
     if clash is not None:
-        raise EmailTaken("Email already exists" if clash == email else "Username already exists")
+        raise EmailTaken("email" if clash == email else "username")
     user = User(
         tenant_id=tenant_id, email=email, username=username, password_hash=hash_password(password)
     )
     session.add(user)
-    await session.flush()
+    await _flush_unique(session)
     if role is not None:
         await assign_role(session, user_id=user.id, role_name=role)
     return user
@@ -189,8 +220,9 @@ async def update_profile(
             )
         )
         if taken is not None and taken != user.id:
-            raise EmailTaken("Username already exists")
+            raise EmailTaken("username")
         user.username = username
+        await _flush_unique(session)
     if new_password is not None:
         if not current_password:
             raise ValidationFailed(
@@ -220,13 +252,13 @@ async def list_users(
     """Users of the caller's tenant (the session is tenant-scoped), newest first."""
     statement = select(User).order_by(User.id.desc())
     if search:
-        pattern = f"%{search.strip().lower()}%"
+        pattern = like_pattern(search.strip().lower())
         statement = statement.where(
             or_(
-                func.lower(User.email).like(pattern),
-                func.lower(User.username).like(pattern),
-                func.lower(func.coalesce(User.first_name, "")).like(pattern),
-                func.lower(func.coalesce(User.last_name, "")).like(pattern),
+                func.lower(User.email).like(pattern, escape="\\"),
+                func.lower(User.username).like(pattern, escape="\\"),
+                func.lower(func.coalesce(User.first_name, "")).like(pattern, escape="\\"),
+                func.lower(func.coalesce(User.last_name, "")).like(pattern, escape="\\"),
             )
         )
     if status is not None:
@@ -294,10 +326,11 @@ async def update_user(
         if not _EMAIL.match(email):
             raise ValidationFailed("Invalid email format")
         if await session.scalar(
-            select(User.id).where(User.tenant_id == user.tenant_id, User.email == email)
+            select(User.id).where(User.tenant_id == user.tenant_id, func.lower(User.email) == email)
         ):
-            raise EmailTaken("Email already exists")
+            raise EmailTaken("email")
         user.email = email
+        await _flush_unique(session)
     if status is not None and status != user.status:
         if status not in ("active", "disabled", "banned"):
             raise ValidationFailed("status must be active, disabled or banned")
@@ -312,6 +345,24 @@ async def update_user(
         user.password_hash = hash_password(password)
     await session.flush()
     return user
+
+
+async def set_roles(
+    session: AsyncSession, *, actor: Principal, user_id: str, role_names: list[str]
+) -> None:
+    """The account holds exactly ``role_names`` afterwards (mPanel ``PUT /users/:id``).
+
+    Each grant and removal goes through the role service's rules: nobody hands
+    out or takes away a role above their own, and the last owner stays one.
+    """
+    user = await get_user(session, user_id)
+    held = {role.name: role for role in (await roles_by_user(session, [user.id]))[user.id]}
+    for name in dict.fromkeys(role_names):
+        if name not in held:
+            await assign_role_as(session, actor=actor, user_id=user.id, role_name=name)
+    for name, role in held.items():
+        if name not in role_names:
+            await revoke_role(session, actor, user_id=user.id, role_id=role.id)
 
 
 async def delete_user(session: AsyncSession, *, actor_user_id: str | None, user_id: str) -> None:

@@ -10,6 +10,10 @@ from hostplane.core.db.base import Base, IdMixin, IdString, TimestampMixin
 from hostplane.core.db.tenancy import TenantScoped
 
 DEFAULT_PORT_RANGE = (25565, 25764)
+# Overallocation is a percentage over the node's maximum (Pterodactyl's
+# meaning): 0 = exactly the maximum, 50 = 1.5 times it, -1 = no limit.
+UNLIMITED = -1
+DEFAULT_ROLE = "node"
 
 
 class Node(IdMixin, TenantScoped, TimestampMixin, Base):
@@ -27,6 +31,11 @@ class Node(IdMixin, TenantScoped, TimestampMixin, Base):
     max_memory_mb: Mapped[int] = mapped_column(Integer)
     max_cpu_cores: Mapped[float] = mapped_column(Float)
     max_disk_mb: Mapped[int] = mapped_column(Integer)
+    memory_overallocate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disk_overallocate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cpu_overallocate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # mPanel's host role (e.g. "game", "control"); free text for operators.
+    role: Mapped[str] = mapped_column(String(32), default=DEFAULT_ROLE, server_default=DEFAULT_ROLE)
     # The pool of host ports servers on this node are given.
     port_range_start: Mapped[int] = mapped_column(Integer, default=DEFAULT_PORT_RANGE[0])
     port_range_end: Mapped[int] = mapped_column(Integer, default=DEFAULT_PORT_RANGE[1])

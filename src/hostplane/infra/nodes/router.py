@@ -37,6 +37,9 @@ def _out(node: Node, placed: list[Server]) -> NodeOut:
                 if hasattr(node, field)
             },
             "is_online": service.is_online(node),
+            "ip": node.public_address,
+            "status": "online" if service.is_online(node) else "offline",
+            "last_heartbeat_at": node.last_seen_at,
             "servers": [NodeServerSummary.model_validate(s) for s in placed],
         }
     )

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from hostplane.core.schemas import ApiInput, ApiModel
+from hostplane.infra.nodes.models import DEFAULT_ROLE, UNLIMITED
 
 
 class NodeServerSummary(ApiModel):
@@ -26,10 +27,18 @@ class NodeOut(ApiModel):
     max_memory_mb: int
     max_cpu_cores: float
     max_disk_mb: int
+    memory_overallocate: int
+    disk_overallocate: int
+    cpu_overallocate: int
     port_range_start: int
     port_range_end: int
     is_online: bool
     last_seen_at: datetime | None
+    # mPanel's infrastructure-server fields.
+    role: str
+    ip: str = Field(description="The public address (mPanel's name).")
+    status: Literal["online", "offline"]
+    last_heartbeat_at: datetime | None = Field(description="The same as lastSeenAt.")
     health: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
@@ -64,6 +73,17 @@ class _PortRange(ApiInput):
         return self
 
 
+Overallocate = Annotated[
+    int,
+    Field(
+        ge=UNLIMITED,
+        le=10_000,
+        description="Percent over the maximum that placements may use; -1 = unlimited.",
+    ),
+]
+Role = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class NodeCreate(_PortRange):
     name: str = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=2000)
@@ -73,6 +93,10 @@ class NodeCreate(_PortRange):
     max_memory_mb: int = Field(gt=0)
     max_cpu_cores: float = Field(gt=0)
     max_disk_mb: int = Field(default=102400, gt=0)
+    memory_overallocate: Overallocate = 0
+    disk_overallocate: Overallocate = 0
+    cpu_overallocate: Overallocate = 0
+    role: Role = DEFAULT_ROLE
 
 
 class NodeUpdate(_PortRange):
@@ -84,3 +108,7 @@ class NodeUpdate(_PortRange):
     max_memory_mb: int | None = Field(default=None, gt=0)
     max_cpu_cores: float | None = Field(default=None, gt=0)
     max_disk_mb: int | None = Field(default=None, gt=0)
+    memory_overallocate: Overallocate | None = None
+    disk_overallocate: Overallocate | None = None
+    cpu_overallocate: Overallocate | None = None
+    role: Role | None = None

@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
-from hostplane.core.errors import NotFound, ServiceUnavailable, ValidationFailed
+from hostplane.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from hostplane.infra.locations import service as locations
-from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, Node
+from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, DEFAULT_ROLE, Node
 
 # A node is online when it reported within this long (heartbeats come every 30 s).
 ONLINE_WINDOW = timedelta(seconds=90)
@@ -105,6 +106,10 @@ async def create_node(
     location_id: str | None = None,
     port_range_start: int | None = None,
     port_range_end: int | None = None,
+    role: str = DEFAULT_ROLE,
+    memory_overallocate: int = 0,
+    disk_overallocate: int = 0,
+    cpu_overallocate: int = 0,
 ) -> tuple[Node, str]:
     """Register a node; returns it and its secret (the only time the secret exists in clear)."""
     await _check_location(session, location_id)
@@ -122,6 +127,10 @@ async def create_node(
         max_memory_mb=max_memory_mb,
         max_cpu_cores=max_cpu_cores,
         max_disk_mb=max_disk_mb,
+        role=role,
+        memory_overallocate=memory_overallocate,
+        disk_overallocate=disk_overallocate,
+        cpu_overallocate=cpu_overallocate,
         port_range_start=start,
         port_range_end=end,
         secret_hash=_hash(secret),
@@ -146,10 +155,22 @@ async def update_node(session: AsyncSession, node_id: str, changes: dict[str, An
 
 
 async def delete_node(session: AsyncSession, node_id: str) -> None:
-    """Delete a node. Callers check first that no server is placed on it."""
+    """Delete a node. Callers check first that no server is placed on it.
+
+    Transfer records and backups name the node they ran on or are stored on;
+    that history is kept, so a node still named there is a 409, not deleted
+    (the database's foreign keys decide, which also covers a concurrent insert).
+    """
     node = await get_node(session, node_id, for_update=True)
-    await session.delete(node)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.delete(node)
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "The node is still named by transfer or backup records; delete those first",
+            details={"nodeId": node_id},
+        ) from None
 
 
 async def issue_deployment_token(session: AsyncSession, node_id: str) -> IssuedToken:

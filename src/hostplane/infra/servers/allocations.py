@@ -53,21 +53,24 @@ async def add_allocation(
     """Bind a host port of the node's pool to a container port.
 
     Without ``host_port`` the lowest free port of the pool is taken (QeinTech's
-    auto-assign); without ``container_port`` it equals the host port.
+    auto-assign); without ``container_port`` it equals the host port, so an
+    automatic pick also skips ports already bound inside the server's container
+    rather than failing on them.
     """
     server = await load_for(session, principal, server_id, CREATE, for_update=True)
     lifecycle.ensure_off(server.status, action="change its ports")
     node = await nodes.get_node(session, server.node_id, for_update=True)
     used = await used_host_ports(session, node.id)
+    existing = await allocations_of(session, server.id)
     if host_port is None:
-        host_port = free_port(node, used)
+        inside = {a.container_port for a in existing} if container_port is None else set()
+        host_port = free_port(node, used | inside)
     check_in_pool(node, host_port)
     if host_port in used:
         raise Conflict(
             f"Port {host_port} is already allocated on this node", details={"hostPort": host_port}
         )
     container_port = container_port or host_port
-    existing = await allocations_of(session, server.id)
     if any(a.container_port == container_port for a in existing):
         raise Conflict(
             f"Container port {container_port} is already bound",

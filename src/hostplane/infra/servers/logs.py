@@ -7,7 +7,7 @@ nothing older than :data:`MAX_AGE`; :func:`prune_logs` enforces both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import delete, insert, select
@@ -35,14 +35,17 @@ async def list_logs(
     *,
     limit: int = 100,
     stream: str | None = None,
-    before: int | None = None,
+    before: int | datetime | None = None,
 ) -> Sequence[ServerLog]:
-    """The newest ``limit`` lines (before ``before``, a ``seq``), oldest first."""
+    """The newest ``limit`` lines before ``before`` (a line's ``seq``, or a moment:
+    Catalyst's timestamp), oldest first."""
     server = await load_for(session, principal, server_id, ("server.logs.read",))
     statement = select(ServerLog).where(ServerLog.server_id == server.id)
     if stream is not None:
         statement = statement.where(ServerLog.stream == stream)
-    if before is not None:
+    if isinstance(before, datetime):
+        statement = statement.where(ServerLog.created_at < before)
+    elif before is not None:
         statement = statement.where(ServerLog.seq < before)
     rows = (await session.scalars(statement.order_by(ServerLog.seq.desc()).limit(limit))).all()
     return list(reversed(rows))

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.core.bounds import sequence_or_moment
 from hostplane.core.http.deps import Authenticated, PageDep, SessionDep, require
 from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
 from hostplane.core.principal import Principal
+from hostplane.infra.nodes import service as nodes
 from hostplane.infra.servers import allocations, logs, service, subusers
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.schemas import (
@@ -69,6 +71,7 @@ async def _detail(session: AsyncSession, server: Server) -> ServerDetail:
             **{f: getattr(server, f) for f in ServerDetail.model_fields if hasattr(server, f)},
             "node": NodeRef.model_validate(node),
             "template": TemplateRef.model_validate(template),
+            "ip_address": node.public_address,
         }
     )
 
@@ -90,7 +93,18 @@ async def list_servers(
     found, meta = await service.list_servers(
         session, principal, params, node_id=node_id, status=status
     )
-    return page([ServerOut.model_validate(s) for s in found], meta)
+    # A page names a handful of nodes: one lookup each, shared by their servers.
+    addresses = {
+        node_id: (await nodes.get_node(session, node_id)).public_address
+        for node_id in {s.node_id for s in found}
+    }
+    return page(
+        [
+            ServerOut.model_validate(s).model_copy(update={"ip_address": addresses[s.node_id]})
+            for s in found
+        ],
+        meta,
+    )
 
 
 @router.post("", response_model=Envelope[ServerDetail], status_code=201)
@@ -280,11 +294,18 @@ async def server_logs(
     principal: Authenticated,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     stream: Annotated[Literal["stdout", "stderr", "system"] | None, Query()] = None,
-    before: Annotated[int | None, Query(ge=1, description="A line's id: older lines only")] = None,
+    before: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Older lines only: an ISO 8601 timestamp (Catalyst) or a line's id",
+        ),
+    ] = None,
 ) -> Envelope[list[LogLine]]:
     """Console history, oldest first: the newest ``limit`` lines before ``before``."""
+    older_than = None if before is None else sequence_or_moment(before, field="before")
     lines = await logs.list_logs(
-        session, principal, server_id, limit=limit, stream=stream, before=before
+        session, principal, server_id, limit=limit, stream=stream, before=older_than
     )
     return ok(
         [

@@ -29,6 +29,10 @@ class ServerOut(ApiModel):
     memory_usage_mb: int | None
     created_at: datetime
     updated_at: datetime
+    # SkyPANEL's list fields: the address players connect to (the node's public
+    # address), and the plan the server was bought on (none until billing exists).
+    ip_address: str | None = None
+    plan: str | None = None
 
 
 class NodeRef(ApiModel):

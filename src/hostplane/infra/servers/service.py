@@ -205,15 +205,21 @@ async def check_capacity(
     disk_mb: int,
     excluding: str | None = None,
 ) -> None:
-    """400 unless the node (whose row the caller has locked) fits the request."""
+    """400 unless the node (whose row the caller has locked) fits the request.
+
+    A resource's limit is its maximum plus the node's overallocation percentage
+    for it (Pterodactyl's meaning); -1 means that resource is not limited.
+    """
     used = await node_usage(session, node.id, excluding=excluding)
     shortfalls: dict[str, dict[str, float]] = {}
-    for name, requested, capacity, taken in (
-        ("memoryMb", memory_mb, node.max_memory_mb, used.memory_mb),
-        ("cpuCores", cpu_cores, node.max_cpu_cores, used.cpu_cores),
-        ("diskMb", disk_mb, node.max_disk_mb, used.disk_mb),
+    for name, requested, maximum, overallocate, taken in (
+        ("memoryMb", memory_mb, node.max_memory_mb, node.memory_overallocate, used.memory_mb),
+        ("cpuCores", cpu_cores, node.max_cpu_cores, node.cpu_overallocate, used.cpu_cores),
+        ("diskMb", disk_mb, node.max_disk_mb, node.disk_overallocate, used.disk_mb),
     ):
-        available = capacity - taken
+        if overallocate < 0:
+            continue
+        available = maximum * (100 + overallocate) / 100 - taken
         if requested > available + 1e-9:
             shortfalls[name] = {"requested": requested, "available": max(available, 0)}
     if shortfalls:

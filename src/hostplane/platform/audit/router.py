@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 
 from hostplane.core.http.deps import PageDep, SessionDep, require
 from hostplane.core.http.envelope import PageEnvelope, page
-from hostplane.core.pagination import MAX_LIMIT, PageParams
+from hostplane.core.pagination import MAX_LIMIT, MAX_PAGE, PageParams
 from hostplane.core.principal import Principal
 from hostplane.platform.audit import service
 from hostplane.platform.audit.models import ACTOR_ID_LENGTH, RESOURCE_ID_LENGTH
@@ -47,16 +47,21 @@ async def list_audit_logs(
         ),
     ] = None,
     limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Entries per page (max 100).")
-    ] = CATALYST_DEFAULT_LIMIT,
-    page_number: Annotated[int, Query(alias="page", ge=1, description="Page, from 1.")] = 1,
+        int | None, Query(ge=1, le=MAX_LIMIT, description="Entries per page (max 100).")
+    ] = None,
+    page_size: Annotated[
+        int | None, Query(alias="pageSize", ge=1, le=MAX_LIMIT, description="Alias of `limit`.")
+    ] = None,
+    page_number: Annotated[
+        int, Query(alias="page", ge=1, le=MAX_PAGE, description="Page, from 1.")
+    ] = 1,
 ) -> PageEnvelope[AuditLogOut]:
     """Audit entries, newest first (Catalyst's shape: with the acting user's username)."""
     entries, meta = await service.list_entries(
         session,
         principal,
         service.AuditFilters(user_id=user_id, action=action),
-        PageParams(page=page_number, limit=limit),
+        PageParams(page=page_number, limit=limit or page_size or CATALYST_DEFAULT_LIMIT),
     )
     return page([AuditLogOut.of(view.entry, view.username) for view in entries], meta)
 

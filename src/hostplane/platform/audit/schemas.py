@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
 
-from hostplane.core.errors import ValidationFailed
+from hostplane.core.bounds import parse_moment
 from hostplane.core.schemas import ApiModel
 from hostplane.platform.audit.models import AuditLog
 
@@ -75,26 +75,7 @@ class AuditEntryOut(ApiModel):
 
 def parse_since(value: str | None) -> datetime | None:
     """An ISO 8601 date or date-time; one without an offset is taken as UTC."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise ValidationFailed(
-            "Invalid request: since: not an ISO 8601 date or date-time",
-            details={
-                "fields": [
-                    {
-                        "field": "since",
-                        "in": "query",
-                        "message": "an ISO 8601 date or date-time, e.g. 2026-01-25T02:29:17Z",
-                        "type": "datetime_parsing",
-                    }
-                ]
-            },
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return None if value is None else parse_moment(value, field="since")
 
 
 def action_prefix(value: str | None) -> str | None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:55:19.089131
+Create Date: 2026-12-07 17:38:55.677173
 """
 
 from collections.abc import Sequence
@@ -263,6 +263,18 @@ def upgrade() -> None:
         "users",
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=False),
+        sa.Column(
+            "email_key",
+            sa.String(length=320),
+            sa.Computed("lower(email)", persisted=True),
+            nullable=False,
+        ),
+        sa.Column(
+            "username_key",
+            sa.String(length=64),
+            sa.Computed("lower(username)", persisted=True),
+            nullable=False,
+        ),
         sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.Column("first_name", sa.String(length=100), nullable=True),
         sa.Column("last_name", sa.String(length=100), nullable=True),
@@ -288,8 +300,8 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
-        sa.UniqueConstraint("tenant_id", "email", name=op.f("uq_users_tenant_id_email")),
-        sa.UniqueConstraint("tenant_id", "username", name=op.f("uq_users_tenant_id_username")),
+        sa.UniqueConstraint("tenant_id", "email_key", name="uq_users_tenant_id_email_key"),
+        sa.UniqueConstraint("tenant_id", "username_key", name="uq_users_tenant_id_username_key"),
     )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_tenant_id"), ["tenant_id"], unique=False)
@@ -452,6 +464,10 @@ def upgrade() -> None:
         sa.Column("max_memory_mb", sa.Integer(), nullable=False),
         sa.Column("max_cpu_cores", sa.Float(), nullable=False),
         sa.Column("max_disk_mb", sa.Integer(), nullable=False),
+        sa.Column("memory_overallocate", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("disk_overallocate", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("cpu_overallocate", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("role", sa.String(length=32), server_default="node", nullable=False),
         sa.Column("port_range_start", sa.Integer(), nullable=False),
         sa.Column("port_range_end", sa.Integer(), nullable=False),
         sa.Column("secret_hash", sa.String(length=64), nullable=False),
