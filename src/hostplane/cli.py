@@ -269,6 +269,10 @@ def up(
             f"  Log in as   [bold]{admin.email}[/bold] (password from the first start; reset with `hostplane admin password`)"
         )
     out.print(f"  Local node  agent log in {settings.data_dir / 'agent.log'}")
+    from hostplane.agent.isolation import startup_notice
+
+    for line in startup_notice(agent_config):
+        out.print(f"  {line}", markup=False, highlight=False)
     out.print("")
     sys.stdout.flush()
     agent = start_local_agent(agent_config, settings.data_dir / "agent.log")

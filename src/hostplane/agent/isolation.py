@@ -26,6 +26,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostplane.agent.config import AgentSettings
 from hostplane.agent.supervisor import write_json_atomic
 
 UIDS_FILE = "server-uids.json"
@@ -135,3 +136,83 @@ def user_namespaces_available() -> bool:
 
 def setpriv_path() -> str | None:
     return shutil.which("setpriv")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How this node's servers are isolated, decided once from the settings."""
+
+    summary: str
+    """One line for operators: ``servers run: ...``."""
+    sandbox: bool
+    """Bubblewrap wraps each server."""
+    warning: str | None = None
+    """Said at start-up when servers run with less than the sandbox."""
+    refusal: str | None = None
+    """Why no server may start here (shown to users: no host paths)."""
+
+
+_OPT_OUT = "set HOSTPLANE_AGENT_ALLOW_UNSANDBOXED=true to run them without one"
+
+
+def policy(settings: AgentSettings) -> Policy:
+    """What isolation servers get under ``settings`` on this machine."""
+    root = is_root()
+    last_uid = settings.server_uid_base + settings.server_uid_count - 1
+    who = (
+        f"uids {settings.server_uid_base}-{last_uid} (one per server)"
+        if root
+        else f"the agent's uid {os.geteuid()}"
+    )
+    if settings.runtime == "docker":
+        return Policy(
+            summary=f"servers run: containers (engine at {settings.docker_host}), as {who}, "
+            "no capabilities, no-new-privileges",
+            sandbox=False,
+        )
+    if root and setpriv_path() is None:
+        return Policy(
+            summary="servers run: nowhere - setpriv (util-linux) is missing, so they "
+            "could only run as root",
+            sandbox=False,
+            refusal="this node cannot drop root for servers (setpriv is missing)",
+        )
+    missing: str | None = None
+    if not settings.sandbox:
+        missing = "the sandbox is turned off (sandbox = false)"
+    elif shutil.which("bwrap") is None:
+        missing = "bubblewrap (bwrap) is not installed"
+    elif not root and not user_namespaces_available():
+        missing = "bubblewrap needs user namespaces, which this kernel does not allow"
+    if missing is None:
+        userns = ", own user namespace" if user_namespaces_available() else ""
+        network = "host network" if settings.sandbox_network == "host" else "no network"
+        return Policy(
+            summary=f"servers run: bubblewrap sandbox, as {who}, no capabilities"
+            f"{userns}, {network}",
+            sandbox=True,
+        )
+    if not settings.allow_unsandboxed:
+        return Policy(
+            summary=f"servers run: nowhere - {missing}; {_OPT_OUT}",
+            sandbox=False,
+            warning=f"servers will not start: {missing}; install bubblewrap, or {_OPT_OUT}",
+            refusal="this node runs servers only in a sandbox, which is not available",
+        )
+    caps = ", no capabilities" if root else ""
+    return Policy(
+        summary=f"servers run: WITHOUT a sandbox ({missing}), as {who}{caps}",
+        sandbox=False,
+        warning=f"servers run without a sandbox ({missing}): each sees the node's "
+        "files and processes its uid can reach",
+    )
+
+
+def startup_notice(config_file: Path | None) -> list[str]:
+    """What ``hostplane up`` prints about servers' isolation: the summary, and
+    the warning when there is one."""
+    isolation = policy(AgentSettings.load(config_file))
+    lines = [isolation.summary]
+    if isolation.warning is not None:
+        lines.append(f"WARNING: {isolation.warning}")
+    return lines

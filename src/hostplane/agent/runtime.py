@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hostplane.agent import sysinfo
+from hostplane.agent.config import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
 from hostplane.agent.isolation import (
     Identity,
     ServerUids,
@@ -48,8 +49,6 @@ from hostplane.agent.supervisor import (
     write_json_atomic,
 )
 
-DEFAULT_UID_BASE = 200_000
-DEFAULT_UID_COUNT = 100_000
 SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CONTROL_TIMEOUT = 10.0
 LAST_START = "last-start.json"
