@@ -390,6 +390,8 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
 
         Raises :class:`ServerAlreadyRunning` if its supervisor is alive.
         """
+        if self.refusal is not None:
+            raise SandboxUnavailable(self.refusal)
         current = await self.status(server_id)
         if current.running:
             raise ServerAlreadyRunning(f"server {server_id} is already running")
@@ -434,8 +436,6 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
 
     async def _launch(self, server_id: str, command: str, env: dict[str, str]) -> CommandLine:
         """The server's command line, after giving its folder to its uid."""
-        if self.refusal is not None:
-            raise SandboxUnavailable(self.refusal)
         data_dir = self.server_dir(server_id)
         identity: Identity | None = None
         if self.uids is not None:
@@ -707,6 +707,8 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         The install runs as the agent's child: an agent restart interrupts it
         and the panel reinstalls.
         """
+        if self.refusal is not None:
+            raise SandboxUnavailable(self.refusal)
         current = await self.status(server_id)
         if current.running:
             raise ServerAlreadyRunning(f"server {server_id} is running")
