@@ -179,7 +179,7 @@ def policy(settings: AgentSettings) -> Policy:
         )
     missing: str | None = None
     if not settings.sandbox:
-        missing = "the sandbox is turned off (sandbox = false)"
+        missing = "the sandbox setting is false"
     elif shutil.which("bwrap") is None:
         missing = "bubblewrap (bwrap) is not installed"
     elif not root and not user_namespaces_available():
