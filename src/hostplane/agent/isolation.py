@@ -155,6 +155,12 @@ class Policy:
 _OPT_OUT = "set HOSTPLANE_AGENT_ALLOW_UNSANDBOXED=true to run them without one"
 
 
+def _fix(settings: AgentSettings) -> str:
+    if not settings.sandbox:
+        return "set HOSTPLANE_AGENT_SANDBOX=true (sandbox = true)"
+    return "install bubblewrap (and allow user namespaces when the agent is not root)"
+
+
 def policy(settings: AgentSettings) -> Policy:
     """What isolation servers get under ``settings`` on this machine."""
     root = is_root()
@@ -196,7 +202,7 @@ def policy(settings: AgentSettings) -> Policy:
         return Policy(
             summary=f"servers run: nowhere - {missing}; {_OPT_OUT}",
             sandbox=False,
-            warning=f"servers will not start: {missing}; install bubblewrap, or {_OPT_OUT}",
+            warning=f"servers will not start: {missing}; {_fix(settings)}, or {_OPT_OUT}",
             refusal="this node runs servers only in a sandbox, which is not available",
         )
     caps = ", no capabilities" if root else ""
