@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.operations import atomic_write
 from hostplane.agent.isolation import Identity, ServerUids, own_tree
 from hostplane.agent.runtime import ProcessRuntime
-from tests.agent.conftest import collect_until
+from tests.agent.conftest import HAS_BWRAP, collect_until
 from tests.agent.test_runtime import has_state, lines_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks what a root agent does")
@@ -280,3 +281,26 @@ def test_owning_ten_thousand_files_is_cheap(tmp_path: Path) -> None:
     # Generous bounds: measured ~0.5 s and ~0.2 s on a loaded 2-core machine.
     assert first < 5
     assert again < 5
+
+
+@pytest.mark.parametrize("network", ["host", "none"])
+async def test_the_host_network_by_default_or_none_on_request(data_dir: Path, network: str) -> None:
+    if not HAS_BWRAP:
+        pytest.skip("the network namespace comes with bubblewrap")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    runtime = ProcessRuntime(data_dir, sandbox=True, network=network)
+    probe = (
+        "import socket; s = socket.socket(); s.settimeout(2); "
+        f"print('reached' if s.connect_ex(('127.0.0.1', {port})) == 0 else 'unreachable')"
+    )
+    try:
+        await runtime.start("net", f'/usr/bin/python3 -c "{probe}"')
+        output = await output_until_exit(runtime, "net")
+    finally:
+        listener.close()
+        await runtime.close()
+    # The host's network: a service on the node's loopback is reachable.
+    assert output == (["reached"] if network == "host" else ["unreachable"])
