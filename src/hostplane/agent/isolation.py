@@ -19,7 +19,9 @@ have that file handed to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import shutil
 import stat
@@ -28,6 +30,8 @@ from pathlib import Path
 
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.supervisor import write_json_atomic
+
+logger = logging.getLogger(__name__)
 
 UIDS_FILE = "server-uids.json"
 
@@ -114,6 +118,19 @@ def own_tree(root: Path, identity: Identity) -> int:
             os.chown(name, identity.uid, identity.gid, dir_fd=dir_fd, follow_symlinks=False)
             changed += 1
     return changed
+
+
+class FolderNotGiven(Exception):
+    """The server's folder could not be given to its uid (shown to users)."""
+
+
+async def give_folder(root: Path, identity: Identity) -> None:
+    """:func:`own_tree` off the event loop; errors say nothing of host paths."""
+    try:
+        await asyncio.to_thread(own_tree, root, identity)
+    except OSError as exc:
+        logger.warning("giving %s to uid %d failed: %s", root, identity.uid, exc)
+        raise FolderNotGiven("the server's folder could not be given to its user") from exc
 
 
 def is_root() -> bool:

@@ -32,11 +32,12 @@ from typing import Any, Protocol
 from hostplane.agent import sysinfo
 from hostplane.agent.config import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
 from hostplane.agent.isolation import (
+    FolderNotGiven,
     Identity,
     ServerUids,
     UidsExhausted,
+    give_folder,
     is_root,
-    own_tree,
     user_namespaces_available,
 )
 from hostplane.agent.sandbox import CommandLine, SandboxError, build_launch, bwrap_path
@@ -441,11 +442,11 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         if self.uids is not None:
             try:
                 identity = self.uids.identity(server_id)
-            except UidsExhausted as exc:
-                raise AgentRuntimeError("this node has no free server uid left") from exc
-            # Files the agent wrote (file manager, SFTP, restores, transfers)
-            # belong to root until now.
-            await asyncio.to_thread(own_tree, data_dir, identity)
+                # Files the agent wrote (file manager, SFTP, restores,
+                # transfers) belong to root until now.
+                await give_folder(data_dir, identity)
+            except (UidsExhausted, FolderNotGiven) as exc:
+                raise AgentRuntimeError(str(exc)) from exc
         try:
             return build_launch(
                 command,

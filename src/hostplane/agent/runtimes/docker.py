@@ -41,10 +41,11 @@ from typing import Any
 
 from hostplane.agent.config import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
 from hostplane.agent.isolation import (
+    FolderNotGiven,
     ServerUids,
     UidsExhausted,
+    give_folder,
     is_root,
-    own_tree,
 )
 from hostplane.agent.runtime import (
     LAST_START,
@@ -416,9 +417,9 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             return f"{os.geteuid()}:{os.getegid()}"
         try:
             identity = self.uids.identity(server_id)
-        except UidsExhausted as exc:
-            raise AgentRuntimeError("this node has no free server uid left") from exc
-        await asyncio.to_thread(own_tree, self.server_dir(server_id), identity)
+            await give_folder(self.server_dir(server_id), identity)
+        except (UidsExhausted, FolderNotGiven) as exc:
+            raise AgentRuntimeError(str(exc)) from exc
         return f"{identity.uid}:{identity.gid}"
 
     async def _ensure_image(self, image: str, *, install: bool) -> AsyncIterator[str]:
