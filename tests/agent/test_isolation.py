@@ -304,3 +304,15 @@ async def test_the_host_network_by_default_or_none_on_request(data_dir: Path, ne
         await runtime.close()
     # The host's network: a service on the node's loopback is reachable.
     assert output == (["reached"] if network == "host" else ["unreachable"])
+
+
+async def test_a_sandboxed_server_cannot_make_user_namespaces(data_dir: Path) -> None:
+    if not HAS_BWRAP:
+        pytest.skip("needs bubblewrap")
+    runtime = ProcessRuntime(data_dir, sandbox=True)
+    try:
+        await runtime.start("userns", "sh -c 'unshare --user true 2>/dev/null; echo code=$?'")
+        output = await output_until_exit(runtime, "userns")
+    finally:
+        await runtime.close()
+    assert output != ["code=0"] and len(output) == 1, output

@@ -35,7 +35,9 @@ still starts the server through ``setpriv`` as its uid.
 
 from __future__ import annotations
 
+import functools
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +92,21 @@ def drop_privileges(identity: Identity) -> list[str]:
     ]
 
 
+@functools.cache
+def _can_disable_userns(bwrap: str) -> bool:
+    """bubblewrap 0.8 added ``--disable-userns``; older ones refuse the flag."""
+    try:
+        shown = subprocess.run(  # noqa: S603 - bwrap's own help text
+            [bwrap, "--help"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--disable-userns" in shown.stdout + shown.stderr
+
+
 def _own_user_namespace(bwrap: str) -> list[str]:
-    return [bwrap, "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    nested = ["--disable-userns"] if _can_disable_userns(bwrap) else []
+    return [bwrap, "--unshare-user", *nested, "--cap-drop", "ALL"]
 
 
 def build_launch(
