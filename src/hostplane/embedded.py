@@ -270,6 +270,10 @@ def up(
     out.print(
         f"  SFTP        sftp://{shown_host} (username: a server's id, password: your access token)"
     )
+    from hostplane.agent.isolation import startup_notice
+
+    for line in startup_notice(agent_config):
+        out.print(f"  {line}", markup=False, highlight=False)
     out.print("")
     sys.stdout.flush()
     agent = start_local_agent(agent_config, settings.data_dir / "agent.log")

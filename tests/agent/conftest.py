@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -75,7 +74,9 @@ def sandbox(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def python(sandbox: bool) -> str:
     """A Python the server can run: inside the sandbox only /usr is visible."""
-    return "/usr/bin/python3" if sandbox else sys.executable
+    # The system one: servers run as their own uid, which cannot reach
+    # a Python installed under /root.
+    return "/usr/bin/python3"
 
 
 @pytest.fixture

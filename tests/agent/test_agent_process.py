@@ -53,7 +53,7 @@ async def test_agent_killed_and_restarted_keeps_the_server_and_its_console(
                     "requestId": "r1",
                     "serverId": "game",
                     "serverUuid": "u",
-                    "template": {"startCommand": f"{sys.executable} -u -c {shlex.quote(TICKER)}"},
+                    "template": {"startCommand": f"/usr/bin/python3 -u -c {shlex.quote(TICKER)}"},
                 }
             )
             pid = (await panel.expect(Response, request_id="r1")).data["pid"]

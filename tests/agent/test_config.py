@@ -30,5 +30,6 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOSTPLANE_AGENT_NODE_ID", raising=False)
     settings = AgentSettings.load(None, node_id="x")
     assert settings.node_id == "x"
-    assert settings.sandbox is False
+    assert settings.sandbox is True
+    assert settings.allow_unsandboxed is False
     assert settings.heartbeat_interval == 30

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -97,7 +96,7 @@ async def test_requests_are_answered_and_events_forwarded(
     panel: PanelStub, agent: AgentConnection
 ) -> None:
     await panel.expect(Reconcile)
-    command = f"{sys.executable} -u -c {shlex.quote(SERVER)}"
+    command = f"/usr/bin/python3 -u -c {shlex.quote(SERVER)}"
     await panel.send(
         {
             "type": "start_server",
@@ -178,7 +177,7 @@ async def test_reconcile_lists_running_servers_after_reconnect(
     panel: PanelStub, agent: AgentConnection
 ) -> None:
     await panel.expect(Reconcile)
-    status = await agent.runtime.start("srv3", f"{sys.executable} -c 'import time; time.sleep(30)'")
+    status = await agent.runtime.start("srv3", "/usr/bin/python3 -c 'import time; time.sleep(30)'")
     await panel.connections[-1].close()
     reconcile = await panel.expect(Reconcile, within=5)
     assert [(s.server_id, s.state, s.pid) for s in reconcile.servers] == [

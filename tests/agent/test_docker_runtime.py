@@ -428,3 +428,73 @@ def test_pull_reports_become_one_line_per_layer_and_status() -> None:
         "Trying to pull docker.io/library/busybox"
     )
     assert pull_status_line({"progressDetail": {"current": 1}}) is None
+
+
+def status_fields(lines: list[str]) -> dict[str, str]:
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields[key.strip()] = " ".join(value.split())
+    return fields
+
+
+async def test_containers_run_as_the_server_uid_with_no_capability(
+    docker_runtime: DockerRuntime, engine: Engine
+) -> None:
+    server_id = new_server_id()
+    folder = docker_runtime.server_dir(server_id)
+    folder.mkdir(parents=True)
+    # Written by the agent (root), as the file manager would.
+    (folder / "server.properties").write_text("motd=panel\n")
+    await docker_runtime.start(
+        server_id,
+        "cat /proc/self/status; echo motd=mine >> server.properties && echo wrote;"
+        " touch /etc/planted 2>/dev/null || echo image-read-only; sleep 30",
+        spec=spec(engine),
+    )
+    events = await collect_until(docker_runtime, has_line("image-read-only"))
+    lines = [line for _, _, line in lines_of(events)]
+    fields = status_fields(lines)
+    uid = fields["Uid"].split()[0]
+    assert uid != "0" and set(fields["Uid"].split()) == {uid}, fields
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert fields[cap] == "0000000000000000", (cap, fields)
+    assert fields["NoNewPrivs"] == "1"
+    assert "wrote" in lines
+    assert (folder / "server.properties").read_text() == "motd=panel\nmotd=mine\n"
+    assert folder.stat().st_uid == int(uid)
+
+    record = docker_runtime._record(server_id)
+    assert record is not None
+    inspected = await docker_runtime.engine.inspect(str(record["containerId"]))
+    assert inspected is not None
+    host = inspected["HostConfig"]
+    assert host["Privileged"] is False
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    # Podman reports "ALL" as the list of the capabilities it dropped.
+    assert host["CapDrop"] == ["ALL"] or {"CHOWN", "DAC_OVERRIDE", "SETUID", "SYS_CHROOT"} <= {
+        cap.removeprefix("CAP_") for cap in host["CapDrop"]
+    }
+    assert not host.get("CapAdd")
+    assert host["ReadonlyRootfs"] is True
+    assert inspected["Config"]["User"] == f"{uid}:{uid}"
+    await docker_runtime.kill(server_id)
+
+
+async def test_the_install_container_has_no_root_and_no_capability(
+    docker_runtime: DockerRuntime, engine: Engine
+) -> None:
+    server_id = new_server_id()
+    lines = [
+        line
+        async for batch in docker_runtime.install(
+            server_id,
+            "grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs):' /proc/self/status\n",
+            spec=spec(engine),
+        )
+        for line in batch.lines
+    ]
+    fields = status_fields(lines[1:])
+    assert fields["Uid"].split()[0] != "0", lines
+    assert fields["CapEff"] == fields["CapBnd"] == "0000000000000000", lines
+    assert fields["NoNewPrivs"] == "1", lines

@@ -54,6 +54,10 @@ while True:
 """
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""What servers run: their uid cannot reach a Python installed under /root."""
+
+
 def cmd(python: str, code: str) -> str:
     return f"{python} -u -c {shlex.quote(textwrap.dedent(code))}"
 
@@ -299,7 +303,7 @@ async def test_stats_of_a_busy_process(runtime: ProcessRuntime, python: str) -> 
 async def test_long_data_folder_paths_work(long_data_dir: Path) -> None:
     runtime = ProcessRuntime(long_data_dir)
     assert len(str(runtime.run_dir("s" * 30) / "supervisor.sock")) > 107
-    await runtime.start("s" * 30, cmd(sys.executable, ECHO))
+    await runtime.start("s" * 30, cmd(SYSTEM_PYTHON, ECHO))
     await runtime.send_input("s" * 30, "hi\n")
     await collect_until(runtime, has_line("echo hi"))
     await runtime.kill("s" * 30)
@@ -314,7 +318,7 @@ async def test_invalid_server_id_is_refused(runtime: ProcessRuntime) -> None:
 async def test_a_flood_of_output_arrives_complete_and_in_order(data_dir: Path) -> None:
     runtime = ProcessRuntime(data_dir)
     flood = "import sys\nfor i in range(100000):\n    print(i)"
-    await runtime.start("flood", cmd(sys.executable, flood))
+    await runtime.start("flood", cmd(SYSTEM_PYTHON, flood))
     events = await collect_until(runtime, has_state("stopped"), within=30)
     # Every line is delivered in order, or accounted for by a LinesLost notice
     # when the producer outran the ring buffer (20 000 lines) - never silently.

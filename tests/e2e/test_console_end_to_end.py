@@ -94,7 +94,12 @@ async def test_panel_agent_and_client_as_separate_processes(tmp_path: Path) -> N
             HOSTPLANE_AGENT_TOKEN=node["secret"],
             HOSTPLANE_AGENT_HEARTBEAT_INTERVAL="1",
             HOSTPLANE_AGENT_SANDBOX="false",
+            HOSTPLANE_AGENT_ALLOW_UNSANDBOXED="true",
         )
+        # Unsandboxed, a server runs as its own uid in the host's file system
+        # and must be able to walk down to its folder (pytest's are 0700).
+        for folder in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
+            folder.chmod(folder.stat().st_mode | 0o111)
         agent = start_agent(tmp_path, agent_env, "agent-1.log")
         try:
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as browser:

@@ -7,7 +7,7 @@ variables, then a TOML file (``AgentSettings.load(path)``)::
     node_id = "01j..."
     token = "..."
     data_dir = "/var/lib/hostplane-agent"
-    sandbox = true
+    sandbox = true            # bubblewrap (the default)
     runtime = "docker"        # or "process" (the default)
     docker_host = "unix:///run/podman/podman.sock"
 """
@@ -26,6 +26,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+DEFAULT_UID_BASE = 200_000
+"""Above the 100000-165535 that ``/etc/subuid`` usually gives its first user."""
+DEFAULT_UID_COUNT = 100_000
 
 
 def _default_docker_host() -> str:
@@ -51,8 +55,31 @@ class AgentSettings(BaseSettings):
     token: SecretStr = SecretStr("")
     data_dir: Path = Path("/var/lib/hostplane-agent")
     sandbox: bool = Field(
+        default=True,
+        description="Run servers under bubblewrap (it must be installed: without it, "
+        "servers start only with `allow_unsandboxed`).",
+    )
+    allow_unsandboxed: bool = Field(
         default=False,
-        description="Run servers under bubblewrap when `bwrap` is on PATH.",
+        description="Let servers run without the bubblewrap sandbox (when `sandbox` is "
+        "false or `bwrap` is missing). They still run as their own uid with no "
+        "capabilities when the agent is root, but see the node's files and processes.",
+    )
+    server_uid_base: int = Field(
+        default=DEFAULT_UID_BASE,
+        ge=1000,
+        description="First host uid (and gid) given to servers when the agent runs as root; "
+        "each server gets its own.",
+    )
+    server_uid_count: int = Field(
+        default=DEFAULT_UID_COUNT,
+        ge=1,
+        description="How many uids from `server_uid_base` servers use.",
+    )
+    sandbox_network: Literal["host", "none"] = Field(
+        default="host",
+        description="`host`: sandboxed servers share the node's network (they listen on "
+        "its ports); `none`: a network namespace of their own with loopback only.",
     )
     runtime: Literal["process", "docker"] = Field(
         default="process",
@@ -85,6 +112,16 @@ class AgentSettings(BaseSettings):
     docker_labels: dict[str, str] = Field(
         default_factory=dict,
         description="Extra labels on every container (JSON in the environment).",
+    )
+    docker_userns_mode: str = Field(
+        default="",
+        description="`UsernsMode` of servers' containers (Podman: `auto`, `keep-id`, "
+        "`private`; Docker: `host` when its daemon remaps); empty: the engine's default.",
+    )
+    docker_readonly_rootfs: bool = Field(
+        default=True,
+        description="Servers' containers get a read-only image file system (with a tmpfs "
+        "`/tmp`); their data folder stays writable.",
     )
     heartbeat_interval: float = 30.0
     health_interval: float = 30.0

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 
 from hostplane.agent.config import AgentSettings
 from hostplane.agent.connection import AgentConnection
+from hostplane.agent.isolation import policy
 from hostplane.agent.runtime import ProcessRuntime
 from hostplane.agent.runtimes import ServerRuntime
+
+logger = logging.getLogger(__name__)
 
 
 def build_runtime(settings: AgentSettings) -> ServerRuntime:
@@ -33,11 +37,27 @@ def build_runtime(settings: AgentSettings) -> ServerRuntime:
             bind_address=settings.docker_bind_address,
             network_mode=settings.docker_network_mode,
             labels=settings.docker_labels,
+            userns_mode=settings.docker_userns_mode,
+            readonly_rootfs=settings.docker_readonly_rootfs,
+            uid_base=settings.server_uid_base,
+            uid_count=settings.server_uid_count,
         )
-    return ProcessRuntime(settings.data_dir, sandbox=settings.sandbox)
+    isolation = policy(settings)
+    return ProcessRuntime(
+        settings.data_dir,
+        sandbox=isolation.sandbox,
+        uid_base=settings.server_uid_base,
+        uid_count=settings.server_uid_count,
+        network=settings.sandbox_network,
+        refusal=isolation.refusal,
+    )
 
 
 async def serve(settings: AgentSettings) -> None:
+    isolation = policy(settings)
+    logger.info("%s", isolation.summary)
+    if isolation.warning is not None:
+        logger.warning("%s", isolation.warning)
     runtime = build_runtime(settings)
     await runtime.reattach()
     connection = AgentConnection(settings, runtime)

@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hostplane.agent import sysinfo
-from hostplane.agent.sandbox import build_launch
+from hostplane.agent.config import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
+from hostplane.agent.isolation import (
+    FolderNotGiven,
+    Identity,
+    ServerUids,
+    UidsExhausted,
+    give_folder,
+    is_root,
+    user_namespaces_available,
+)
+from hostplane.agent.sandbox import CommandLine, SandboxError, build_launch, bwrap_path
 from hostplane.agent.supervisor import (
     SOCKET_NAME,
     SPEC_NAME,
@@ -61,6 +71,12 @@ class ServerAlreadyRunning(AgentRuntimeError):
 
 class InvalidServerId(AgentRuntimeError):
     code = "INVALID_SERVER_ID"
+
+
+class SandboxUnavailable(AgentRuntimeError):
+    """Servers may not run here: no sandbox, and running without one is not allowed."""
+
+    code = "SANDBOX_UNAVAILABLE"
 
 
 class InstallFailed(AgentRuntimeError):
@@ -282,9 +298,21 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         sandbox: bool = False,
         python: str = sys.executable,
         event_buffer: int = 1024,
+        uid_base: int = DEFAULT_UID_BASE,
+        uid_count: int = DEFAULT_UID_COUNT,
+        network: str = "host",
+        refusal: str | None = None,
     ) -> None:
+        """``sandbox``: bubblewrap (when installed). As root, each server runs
+        as its own uid from ``uid_base`` (``uid_count`` of them), with or
+        without the sandbox. ``network="none"`` gives sandboxed servers no
+        network. ``refusal``, when set, is why no server may start here."""
         self.data_dir = Path(data_dir)
         self.sandbox = sandbox
+        self.network = network
+        self.refusal = refusal
+        self.uids = ServerUids(self.data_dir, base=uid_base, count=uid_count) if is_root() else None
+        self.user_namespace = user_namespaces_available()
         self.python = python
         self.servers_root = self.data_dir / "servers"
         self.run_root = self.data_dir / "run"
@@ -363,6 +391,8 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
 
         Raises :class:`ServerAlreadyRunning` if its supervisor is alive.
         """
+        if self.refusal is not None:
+            raise SandboxUnavailable(self.refusal)
         current = await self.status(server_id)
         if current.running:
             raise ServerAlreadyRunning(f"server {server_id} is already running")
@@ -370,7 +400,7 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         run_dir = self.run_dir(server_id)
         data_dir.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        launch = build_launch(command, data_dir=data_dir, env=env or {}, sandbox=self.sandbox)
+        launch = await self._launch(server_id, command, env or {})
         supervisor_spec = {
             "serverId": server_id,
             "argv": launch.argv,
@@ -404,6 +434,31 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         if attach:
             await self.attach(server_id, from_seq=status.run_first_seq)
         return status
+
+    async def _launch(self, server_id: str, command: str, env: dict[str, str]) -> CommandLine:
+        """The server's command line, after giving its folder to its uid."""
+        data_dir = self.server_dir(server_id)
+        identity: Identity | None = None
+        if self.uids is not None:
+            try:
+                identity = self.uids.identity(server_id)
+                # Files the agent wrote (file manager, SFTP, restores,
+                # transfers) belong to root until now.
+                await give_folder(data_dir, identity)
+            except (UidsExhausted, FolderNotGiven) as exc:
+                raise AgentRuntimeError(str(exc)) from exc
+        try:
+            return build_launch(
+                command,
+                data_dir=data_dir,
+                env=env,
+                sandbox=self.sandbox,
+                run_as=identity,
+                user_namespace=self.user_namespace,
+                network=self.network,
+            )
+        except SandboxError as exc:
+            raise SandboxUnavailable(f"the server sandbox cannot run: {exc}") from exc
 
     async def stop(
         self,
@@ -455,6 +510,8 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
             raise ServerAlreadyRunning(f"server {server_id} is running")
         await self._detach_stream(server_id)
         shutil.rmtree(self.run_dir(server_id), ignore_errors=True)
+        if self.uids is not None:
+            self.uids.release(server_id)
 
     async def send_input(self, server_id: str, data: str) -> None:
         """Write ``data`` to the server's stdin as is (add the newline yourself)."""
@@ -651,6 +708,8 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         The install runs as the agent's child: an agent restart interrupts it
         and the panel reinstalls.
         """
+        if self.refusal is not None:
+            raise SandboxUnavailable(self.refusal)
         current = await self.status(server_id)
         if current.running:
             raise ServerAlreadyRunning(f"server {server_id} is running")
@@ -658,10 +717,11 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         data_dir.mkdir(parents=True, exist_ok=True)
         script_path = data_dir / ".hostplane-install.sh"
         script_path.write_text(script)
-        inner = "/data/.hostplane-install.sh" if self.sandbox else str(script_path)
-        launch = build_launch(
-            f"/bin/sh {inner}", data_dir=data_dir, env=env or {}, sandbox=self.sandbox
-        )
+        # Relative without the sandbox: the server's uid may not be able to
+        # walk the agent's folders down to its own (it starts inside it).
+        sandboxed = self.sandbox and bwrap_path() is not None
+        inner = "/data/.hostplane-install.sh" if sandboxed else "./.hostplane-install.sh"
+        launch = await self._launch(server_id, f"/bin/sh {inner}", env or {})
         proc = await asyncio.create_subprocess_exec(
             *launch.argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -38,6 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostplane.agent.config import DEFAULT_UID_BASE, DEFAULT_UID_COUNT
+from hostplane.agent.isolation import (
+    FolderNotGiven,
+    ServerUids,
+    UidsExhausted,
+    give_folder,
+    is_root,
+)
 from hostplane.agent.runtime import (
     LAST_START,
     SERVER_ID,
@@ -137,6 +146,10 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         network_mode: str = "bridge",
         labels: dict[str, str] | None = None,
         event_buffer: int = 1024,
+        userns_mode: str = "",
+        readonly_rootfs: bool = True,
+        uid_base: int = DEFAULT_UID_BASE,
+        uid_count: int = DEFAULT_UID_COUNT,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.servers_root = self.data_dir / "servers"
@@ -150,6 +163,12 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         self.bind_address = bind_address
         self.network_mode = network_mode
         self.labels = dict(labels or {})
+        self.userns_mode = userns_mode
+        self.readonly_rootfs = readonly_rootfs
+        # As root, each server's container runs as the server's own uid (the
+        # process runtime's allocation); otherwise as the agent's, which owns
+        # the data folders.
+        self.uids = ServerUids(self.data_dir, base=uid_base, count=uid_count) if is_root() else None
         self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue(maxsize=event_buffer)
         self._watches: dict[str, _Watch] = {}
         self._stops: dict[str, asyncio.Task[None]] = {}
@@ -271,6 +290,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             binds=[f"{data_dir}:/data", f"{io_dir}:{CONSOLE_DIR}"],
             working_dir="/data",
             spec=spec,
+            user=await self._owner(server_id),
         )
         try:
             container_id = await self.engine.create(name, config)
@@ -333,6 +353,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         spec: LaunchSpec,
         role: str | None = None,
         limits: bool = True,
+        user: str,
     ) -> dict[str, Any]:
         labels = {**self.labels, SERVER_LABEL: server_id, NODE_LABEL: self.node_id}
         if role is not None:
@@ -341,7 +362,17 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             "Binds": binds,
             "NetworkMode": self.network_mode,
             "RestartPolicy": {"Name": "no"},
+            # Never root on the host, never a capability: see docs/decisions.md.
+            "Privileged": False,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
         }
+        if self.userns_mode:
+            host["UsernsMode"] = self.userns_mode
+        if self.readonly_rootfs and role is None:
+            # The install may write to its image (its container is thrown away).
+            host["ReadonlyRootfs"] = True
+            host["Tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}  # noqa: S108 - the container's own
         if self.pids_limit > 0:
             host["PidsLimit"] = self.pids_limit
         if limits and spec.memory_mb:
@@ -366,6 +397,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             host["PortBindings"] = bindings
         return {
             "Image": image,
+            "User": user,
             "Entrypoint": argv[:1],
             "Cmd": argv[1:],
             "Env": [f"{key}={value}" for key, value in env.items()],
@@ -378,6 +410,17 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             "ExposedPorts": exposed,
             "HostConfig": host,
         }
+
+    async def _owner(self, server_id: str) -> str:
+        """``uid:gid`` the server's containers run as, owning its data folder."""
+        if self.uids is None:
+            return f"{os.geteuid()}:{os.getegid()}"
+        try:
+            identity = self.uids.identity(server_id)
+            await give_folder(self.server_dir(server_id), identity)
+        except (UidsExhausted, FolderNotGiven) as exc:
+            raise AgentRuntimeError(str(exc)) from exc
+        return f"{identity.uid}:{identity.gid}"
 
     async def _ensure_image(self, image: str, *, install: bool) -> AsyncIterator[str]:
         """Pull ``image`` only if it is not here already, yielding the pull's
@@ -548,6 +591,8 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             await self.engine.remove(str(record["containerId"]))
         self._records.pop(server_id, None)
         shutil.rmtree(self.run_dir(server_id), ignore_errors=True)
+        if self.uids is not None:
+            self.uids.release(server_id)
 
     async def _unwatch(self, server_id: str) -> None:
         watch = self._watches.pop(server_id, None)
@@ -822,6 +867,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
             spec=spec,
             role="install",
             limits=False,
+            user=await self._owner(server_id),
         )
         try:
             container_id = await self.engine.create(name, config)
