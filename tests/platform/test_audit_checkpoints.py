@@ -2,9 +2,12 @@
 
 from typing import Any
 
+import pytest
+from pydantic import SecretStr
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.app import build_runtime
 from hostplane.core.runtime import Runtime
 from hostplane.models import metadata
 from hostplane.platform.audit.chain import GENESIS_HASH, PLATFORM_CHAIN, chain_for
@@ -16,8 +19,10 @@ from hostplane.platform.audit.checkpoint import (
     sign,
 )
 from hostplane.platform.audit.models import AuditCheckpoint, AuditLog
+from hostplane.platform.audit.reseal import reseal
+from hostplane.platform.audit.service import AuditChainBroken
 from tests.conftest import TEST_SECRET
-from tests.platform.test_audit_chain import check, write_entries
+from tests.platform.test_audit_chain import check, entries, write_entries
 from tests.support.factories import make_tenant
 
 audit_logs = metadata.tables["audit_logs"]
@@ -161,3 +166,52 @@ def test_a_checkpoint_verifies_only_under_the_key_that_signed_it() -> None:
     cleared = Checkpoint(PLATFORM_CHAIN, state, None, None, flagged.mac)
     cleared_problem: Any = inspect(key, PLATFORM_CHAIN, state, cleared).first
     assert cleared_problem is not None and "forged" in cleared_problem.reason
+
+
+async def test_reseal_accepts_a_reported_truncation_and_audits_that_it_did(
+    runtime: Runtime, db: AsyncSession
+) -> None:
+    await write_entries(runtime, 5)
+    await truncate(runtime, PLATFORM_CHAIN, keep=3)
+    [finding] = (await check(runtime)).breaks
+    async with runtime.unit_of_work() as session:
+        report = await reseal(session)
+    assert report.accepted == {PLATFORM_CHAIN: str(finding)}
+    assert (await check(runtime)).ok
+    newest = (await entries(db, PLATFORM_CHAIN))[-1]
+    assert newest.action == "audit.reseal"
+    assert newest.meta == {"accepted": {PLATFORM_CHAIN: str(finding)}}
+    # Nothing left to accept: a second reseal changes nothing and records nothing.
+    async with runtime.unit_of_work() as session:
+        assert (await reseal(session)).accepted == {}
+    assert (await entries(db, PLATFORM_CHAIN))[-1].id == newest.id
+
+
+async def test_a_changed_secret_key_is_reported_until_resealed(runtime: Runtime) -> None:
+    await write_entries(runtime, 2)
+    changed = build_runtime(
+        runtime.settings.model_copy(update={"secret_key": SecretStr(TEST_SECRET + "-new")})
+    )
+    try:
+        [problem] = (await check(changed)).breaks
+        assert "altered or forged" in problem.reason
+        async with changed.unit_of_work() as session:
+            await reseal(session)
+        assert (await check(changed)).ok
+        await write_entries(changed, 1)
+        assert (await check(changed)).ok
+        # The old secret no longer verifies what the new one signed.
+        assert not (await check(runtime)).ok
+    finally:
+        await changed.engine.dispose()
+
+
+async def test_reseal_refuses_a_chain_whose_entries_do_not_verify(runtime: Runtime) -> None:
+    await write_entries(runtime, 3)
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            update(audit_logs).where(audit_logs.c.seq == 2).values(action="thing.hidden")
+        )
+    with pytest.raises(AuditChainBroken, match="sequence 2"):
+        async with runtime.unit_of_work() as session:
+            await reseal(session)

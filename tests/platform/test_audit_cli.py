@@ -144,6 +144,19 @@ async def test_verify_fails_when_the_newest_entries_are_cut_off_and_the_head_rew
     )
     assert "altered or forged" in one_line_error(other)
 
+    # Accepting the finding takes the secret and an explicit --accept.
+    unconfirmed = await hostplane("audit", "reseal", data_dir=tmp_path, url=database_url)
+    assert "--accept" in one_line_error(unconfirmed)
+    resealed = await hostplane("audit", "reseal", "--accept", data_dir=tmp_path, url=database_url)
+    assert resealed.returncode == 0, resealed.stderr
+    assert resealed.stdout.splitlines() == [
+        f"accepted {PLATFORM_CHAIN}: {line.removeprefix('hostplane: error: ')}",
+        "resealed 1 chain of 1",
+    ]
+    verified = await hostplane("audit", "verify", data_dir=tmp_path, url=database_url)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == "ok: 6 entries in 1 chain verified\n", "five kept and the reseal"
+
 
 async def test_failures_are_one_line(tmp_path: Path, database_url: str) -> None:
     unmigrated = one_line_error(

@@ -88,6 +88,17 @@ def advance(session: Session, head: AuditChainHead, before: HeadState) -> None:
     if row is None:
         row = AuditCheckpoint(chain=head.chain, tenant_id=head.tenant_id)
         session.add(row)
+    _write(row, key, head, tampered_seq=tampered_seq, tampered_reason=tampered_reason)
+
+
+def _write(
+    row: AuditCheckpoint,
+    key: bytes,
+    head: AuditChainHead,
+    *,
+    tampered_seq: int | None,
+    tampered_reason: str | None,
+) -> None:
     state = head_state(head)
     row.seq, row.hash = state.seq, state.hash
     row.anchor_seq, row.anchor_hash = state.anchor_seq, state.anchor_hash
@@ -95,3 +106,13 @@ def advance(session: Session, head: AuditChainHead, before: HeadState) -> None:
     row.mac = sign(
         key, head.chain, state, tampered_seq=tampered_seq, tampered_reason=tampered_reason
     )
+
+
+def accept(session: Session, head: AuditChainHead) -> None:
+    """Sign ``head`` as it is, dropping any finding (``hostplane audit reseal`` only)."""
+    key = session_key(session.info)
+    row = repository.checkpoint_of(session, head.chain)
+    if row is None:
+        row = AuditCheckpoint(chain=head.chain, tenant_id=head.tenant_id)
+        session.add(row)
+    _write(row, key, head, tampered_seq=None, tampered_reason=None)
