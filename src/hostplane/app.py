@@ -19,6 +19,7 @@ from hostplane.core.events.bus import create_bus
 from hostplane.core.http.envelope import ERROR_RESPONSES
 from hostplane.core.http.errors import install_error_handlers
 from hostplane.core.http.middleware import RequestMiddleware
+from hostplane.core.http.middleware_forwarded import ForwardedClientMiddleware
 from hostplane.core.http.ratelimit import enforce_rate_limit
 from hostplane.core.ratelimit import create_rate_limiter
 from hostplane.core.runtime import Runtime
@@ -131,6 +132,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
             allow_headers=["*"],
         )
     app.add_middleware(RequestMiddleware, metrics=runtime.metrics)
+    # Outermost: everything inside sees the client a trusted proxy names.
+    app.add_middleware(ForwardedClientMiddleware, trusted_proxies=settings.http.trusted_proxies)
     app.include_router(health_router)
     app.include_router(jwks_router)
     app.include_router(realtime_router)

@@ -116,7 +116,9 @@ def serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # Forwarded headers are read by ForwardedClientMiddleware, from the
+        # configured trusted proxies only (uvicorn's default trusts 127.0.0.1).
+        proxy_headers=False,
         server_header=False,
         # Open WebSockets (consoles, agents) must not hold a shutdown forever;
         # agents reconnect to another replica or to the restarted panel.

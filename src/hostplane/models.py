@@ -21,7 +21,11 @@ from hostplane.infra.nodes.models import Node  # noqa: F401 - registers the tabl
 from hostplane.infra.servers.models import Server, ServerAllocation, ServerLog  # noqa: F401 - registers the tables
 from hostplane.infra.templates.models import Template  # noqa: F401 - registers the table
 from hostplane.infra.transfers.models import ServerTransfer  # noqa: F401 - registers the table
-from hostplane.platform.audit.models import AuditChainHead, AuditLog  # noqa: F401 - registers the tables
+from hostplane.platform.audit.models import (  # noqa: F401 - registers the tables
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditLog,
+)
 from hostplane.platform.jobs.models import Job, JobWorker
 
 metadata = Base.metadata

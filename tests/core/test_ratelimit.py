@@ -406,3 +406,36 @@ async def test_the_limiter_tries_the_storage_again_after_its_cooldown(
 
 def storage_warnings(caplog: pytest.LogCaptureFixture) -> int:
     return sum("ratelimit.storage_unavailable" in str(record.msg) for record in caplog.records)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_login_failures_are_counted_per_account_across_limiters(backend: str) -> None:
+    """Two replicas share an account's failures through Redis; a success gives its count back."""
+    from hostplane.core.ratelimit import login_account_key
+
+    config = RateLimitSettings(
+        login_failures_per_account="2 per 15 minutes", key_prefix=f"test-login-{new_id()}"
+    )
+    redis_url = await require_redis() if backend == "redis" else None
+    first = RateLimiter(config, redis_url=redis_url)
+    second = RateLimiter(config, redis_url=redis_url) if redis_url else first
+    key = login_account_key("tenant-1", "someone@example.com")
+    try:
+        attempt = await first.begin_login(key)
+        assert attempt is not None and not attempt.locked
+        await first.end_login(attempt, succeeded=True)
+        for limiter in (first, second):
+            attempt = await limiter.begin_login(key)
+            assert attempt is not None and not attempt.locked
+            await limiter.end_login(attempt, succeeded=False)
+        locked = await second.begin_login(key)
+        assert locked is not None and locked.locked
+        assert 15 * 60 - 5 <= locked.retry_after <= 15 * 60
+        # Another account has its own count.
+        other = await first.begin_login(login_account_key("tenant-1", "other@example.com"))
+        assert other is not None and not other.locked
+    finally:
+        await first.close()
+        if second is not first:
+            await second.close()
+    assert "someone" not in key, "the storage holds no email addresses"

@@ -7,6 +7,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -398,3 +399,137 @@ async def test_logins_are_audited_as_the_user_and_refreshes_are_not(
     assert [(e.action, e.resource_id, e.tenant_id) for e in entries] == [
         ("auth.login", account.user.id, account.user.tenant_id)
     ]
+
+
+def _account_limited_app(tmp_path: Path, failures: str) -> tuple[FastAPI, Runtime]:
+    from hostplane.app import build_runtime, create_app
+    from hostplane.core.config import RateLimitSettings
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path,
+        rate_limits=RateLimitSettings(
+            auth="10000/minute", default="10000/minute", login_failures_per_account=failures
+        ),
+    )
+    runtime = build_runtime(settings)
+    return create_app(settings, runtime=runtime), runtime
+
+
+def _from(app: FastAPI, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+
+def _assert_locked(response: httpx.Response) -> int:
+    assert response.status_code == 429, response.text
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= 15 * 60
+    assert response.json() == {
+        "success": False,
+        "error": {
+            "code": "LOGIN_LOCKED",
+            "message": (
+                f"Too many failed logins for this account. Try again in {retry_after} seconds."
+            ),
+            "details": {"retryAfter": retry_after},
+        },
+    }
+    return retry_after
+
+
+async def test_failures_from_many_addresses_lock_the_account(
+    tmp_path: Path, db: AsyncSession
+) -> None:
+    """Each address guesses once; together they spend the account's failures."""
+    from tests.support.factories import make_user
+
+    tenant = await platform_tenant(db)
+    user = await make_user(db, tenant=tenant, email="target@example.com")
+    app, runtime = _account_limited_app(tmp_path, "3 per 15 minutes")
+    async with app.router.lifespan_context(app):
+        for n in range(3):
+            async with _from(app, f"198.51.100.{n + 1}") as client:
+                assert (await login(client, user.email, "wrong guess")).status_code == 401
+        async with _from(app, "198.51.100.50") as client:
+            _assert_locked(await login(client, user.email, "wrong guess"))
+            # The right password is refused too: otherwise the answer would
+            # tell the guesser which guess was right.
+            _assert_locked(await login(client, "Target@Example.com ", PASSWORD))
+            # Another account is not affected.
+            other = await make_user(db, tenant=tenant, email="bystander@example.com")
+            assert (await login(client, other.email)).status_code == 200
+    await runtime.engine.dispose()
+
+
+async def test_the_lock_answers_alike_for_an_account_that_does_not_exist(
+    tmp_path: Path, db: AsyncSession
+) -> None:
+    await platform_tenant(db)
+    app, runtime = _account_limited_app(tmp_path, "2 per 15 minutes")
+    async with app.router.lifespan_context(app), _from(app, "198.51.100.1") as client:
+        for _ in range(2):
+            assert (await login(client, "nobody@example.com", "guess")).status_code == 401
+        _assert_locked(await login(client, "nobody@example.com", "guess"))
+    await runtime.engine.dispose()
+
+
+async def test_a_successful_login_does_not_reset_the_failures(
+    tmp_path: Path, db: AsyncSession
+) -> None:
+    """The owner logging in between guesses gives the guesser no fresh budget."""
+    from tests.support.factories import make_user
+
+    tenant = await platform_tenant(db)
+    user = await make_user(db, tenant=tenant, email="owner@example.com")
+    app, runtime = _account_limited_app(tmp_path, "3 per 15 minutes")
+    async with app.router.lifespan_context(app), _from(app, "198.51.100.1") as client:
+        for _ in range(2):
+            assert (await login(client, user.email, "guess")).status_code == 401
+        # Successes are not failures: several in a row do not lock the owner out.
+        for _ in range(4):
+            assert (await login(client, user.email)).status_code == 200
+        assert (await login(client, user.email, "guess")).status_code == 401
+        _assert_locked(await login(client, user.email, "guess"))
+    await runtime.engine.dispose()
+
+
+async def test_the_lock_ends_with_its_window(tmp_path: Path, db: AsyncSession) -> None:
+    import asyncio
+
+    from tests.support.factories import make_user
+
+    tenant = await platform_tenant(db)
+    user = await make_user(db, tenant=tenant, email="patient@example.com")
+    app, runtime = _account_limited_app(tmp_path, "2 per 2 seconds")
+    async with app.router.lifespan_context(app), _from(app, "198.51.100.1") as client:
+        for _ in range(2):
+            assert (await login(client, user.email, "guess")).status_code == 401
+        assert _assert_locked(await login(client, user.email)) <= 2
+        await asyncio.sleep(2.2)
+        assert (await login(client, user.email)).status_code == 200
+    await runtime.engine.dispose()
+
+
+async def test_concurrent_guesses_cannot_all_slip_under_the_limit(
+    tmp_path: Path, db: AsyncSession
+) -> None:
+    import asyncio
+
+    from tests.support.factories import make_user
+
+    tenant = await platform_tenant(db)
+    user = await make_user(db, tenant=tenant, email="raced@example.com")
+    app, runtime = _account_limited_app(tmp_path, "3 per 15 minutes")
+    async with app.router.lifespan_context(app):
+        clients = [_from(app, f"198.51.100.{n + 1}") for n in range(12)]
+        try:
+            answers = await asyncio.gather(
+                *(login(client, user.email, "guess") for client in clients)
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+    await runtime.engine.dispose()
+    statuses = sorted(response.status_code for response in answers)
+    assert statuses == [401] * 3 + [429] * 9

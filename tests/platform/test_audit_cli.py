@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from hostplane.app import build_runtime
 from hostplane.core.clock import shifted
@@ -117,6 +117,45 @@ async def test_verify_names_the_chain_and_entry_that_were_tampered_with(
     line = one_line_error(result)
     assert f"audit chain {PLATFORM_CHAIN} is broken at sequence 2" in line
     assert result.stdout == ""
+
+
+async def test_verify_fails_when_the_newest_entries_are_cut_off_and_the_head_rewound(
+    tmp_path: Path, database_url: str, migrated: Runtime
+) -> None:
+    await write_entries(migrated, 8)
+    heads = metadata.tables["audit_chain_heads"]
+    async with migrated.engine.begin() as connection:
+        kept_hash = await connection.scalar(select(audit_logs.c.hash).where(audit_logs.c.seq == 5))
+        await connection.execute(delete(audit_logs).where(audit_logs.c.seq > 5))
+        await connection.execute(update(heads).values(seq=5, hash=kept_hash))
+    result = await hostplane("audit", "verify", data_dir=tmp_path, url=database_url)
+    line = one_line_error(result)
+    assert f"audit chain {PLATFORM_CHAIN} is broken at sequence 6" in line
+    assert "truncated after checkpoint 8" in line and "entries 6 to 8 were removed" in line
+    assert result.stdout == ""
+
+    # Verified with another secret, the untouched checkpoint itself is refused.
+    other = await hostplane(
+        "audit",
+        "verify",
+        data_dir=tmp_path,
+        url=database_url,
+        HOSTPLANE_SECRET_KEY=TEST_SECRET + "-another",
+    )
+    assert "altered or forged" in one_line_error(other)
+
+    # Accepting the finding takes the secret and an explicit --accept.
+    unconfirmed = await hostplane("audit", "reseal", data_dir=tmp_path, url=database_url)
+    assert "--accept" in one_line_error(unconfirmed)
+    resealed = await hostplane("audit", "reseal", "--accept", data_dir=tmp_path, url=database_url)
+    assert resealed.returncode == 0, resealed.stderr
+    assert resealed.stdout.splitlines() == [
+        f"accepted {PLATFORM_CHAIN}: {line.removeprefix('hostplane: error: ')}",
+        "resealed 1 chain of 1",
+    ]
+    verified = await hostplane("audit", "verify", data_dir=tmp_path, url=database_url)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == "ok: 6 entries in 1 chain verified\n", "five kept and the reseal"
 
 
 async def test_failures_are_one_line(tmp_path: Path, database_url: str) -> None:

@@ -9,6 +9,7 @@ environment variables (``HOSTPLANE_JOBS__MAX_ATTEMPTS=3``) and tables in TOML
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -107,10 +108,14 @@ class RateLimitSettings(BaseModel):
     auth: str = "10/minute"
     default: str = "200/minute"
     health: str = "1000/minute"
+    # Failed logins per account (email within a tenant), whatever addresses
+    # they come from; once spent, the account refuses logins until the window
+    # that started with the first failure ends. See docs/decisions.md.
+    login_failures_per_account: str = "10 per 15 minutes"
     # Namespace of the counters, for a Redis shared with other deployments.
     key_prefix: str = Field(default="hostplane:ratelimit", min_length=1)
 
-    @field_validator("auth", "default", "health")
+    @field_validator("auth", "default", "health", "login_failures_per_account")
     @classmethod
     def _one_limit(cls, value: str) -> str:
         # A typo must stop the process at start, not surface as a 500 later.
@@ -118,6 +123,27 @@ class RateLimitSettings(BaseModel):
         if len(items) != 1 or items[0].amount < 1:
             raise ValueError(f"{value!r}: give one limit of at least 1, like '200/minute'")
         return value
+
+
+class HttpSettings(BaseModel):
+    """How the panel's HTTP server reads its clients (``[http]``, ``HOSTPLANE_HTTP__*``)."""
+
+    # Addresses or networks (``10.0.0.0/8``) of reverse proxies whose
+    # ``X-Forwarded-For``/``X-Real-IP``/``X-Forwarded-Proto`` are believed.
+    # Empty: those headers are ignored and the peer address is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (like 10.0.0.1 or 10.0.0.0/8)"
+                ) from None
+        return [item.strip() for item in value]
 
 
 class Settings(BaseSettings):
@@ -151,6 +177,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     backups: BackupSettings = Field(default_factory=BackupSettings)
     files: FileSettings = Field(default_factory=FileSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,12 @@ Redis when ``redis_url`` is set, so every panel replica shares them. The Redis
 storage runs on redis-py's asyncio client (the project's Redis client); the
 library's default client for Redis, coredis, is not a dependency.
 
+Beside the per-address limits, failed logins are counted per account
+(:meth:`RateLimiter.begin_login`): addresses are cheap to an attacker (a
+botnet, an IPv6 range), an account's password is not. That counter is a
+fixed window in the same storage, reserved atomically before the password is
+checked, so concurrent guesses cannot all slip under the limit.
+
 A limiter that cannot reach its storage *fails open*: the request goes
 through unlimited, a warning is logged, and the storage is left alone for
 :data:`FAILURE_COOLDOWN_SECONDS` so that a Redis outage neither takes the API
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import math
 import time
@@ -140,6 +147,28 @@ class RateLimitResult:
         return headers
 
 
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login attempt counted against its account (see :meth:`RateLimiter.begin_login`)."""
+
+    key: str
+    expiry: int
+    # The account has spent its failures: refuse without checking the password.
+    locked: bool
+    # Whole seconds until the account's window ends, at least 1.
+    retry_after: int
+
+
+def login_account_key(tenant_id: str, email: str) -> str:
+    """The counter of an account: hashed, so the storage holds no email addresses.
+
+    The same for an email that has no account, so the limit (and its answer)
+    does not reveal which accounts exist.
+    """
+    digest = hashlib.sha256(f"{tenant_id}\x00{email}".encode()).hexdigest()
+    return f"login-failures/{digest}"
+
+
 class RateLimiter:
     """Counts requests per (route group, caller key) and says whether to admit them.
 
@@ -160,6 +189,7 @@ class RateLimiter:
             "health": parse(config.health),
             "default": parse(config.default),
         }
+        self.login_failures = parse(config.login_failures_per_account)
         self._failure_cooldown = failure_cooldown_seconds
         self._open_until = 0.0
         self._pool: aioredis.ConnectionPool | None = None
@@ -202,12 +232,7 @@ class RateLimiter:
             # A second round trip: the strategy's hit() answers only yes or no.
             stats = await self._strategy.get_window_stats(item, group, key)
         except _STORAGE_ERRORS as exc:
-            self._open_until = time.monotonic() + self._failure_cooldown
-            log.warning(
-                "ratelimit.storage_unavailable",
-                error=str(exc.storage_error if isinstance(exc, StorageError) else exc),
-                open_for_seconds=self._failure_cooldown,
-            )
+            self._storage_failed(exc)
             return None
         return RateLimitResult(
             allowed=allowed,
@@ -215,6 +240,53 @@ class RateLimiter:
             remaining=stats.remaining,
             reset_at=stats.reset_time,
             retry_after=max(1, math.ceil(stats.reset_time - time.time())),
+        )
+
+    async def begin_login(self, account_key: str) -> LoginAttempt | None:
+        """Reserve one failure of ``account_key`` before its password is checked.
+
+        The window starts with the account's first counted failure and lasts
+        the configured period (15 minutes by default); once its failures are
+        spent, every attempt is refused until it ends, a right password
+        included (otherwise the answer would tell a guesser when it found it).
+        A success hands its reservation back with :meth:`end_login`; it does
+        not reset the window, so the owner logging in between an attacker's
+        guesses gives the attacker no fresh budget.
+
+        ``None`` when nothing was counted (limits disabled, storage down).
+        """
+        if not self.enabled or time.monotonic() < self._open_until:
+            return None
+        expiry = self.login_failures.get_expiry()
+        try:
+            # incr is atomic in both storages, so N concurrent guesses get
+            # N distinct counts and only the first ones proceed.
+            count = await self._storage.incr(account_key, expiry)
+            locked = count > self.login_failures.amount
+            retry_after = 1
+            if locked:
+                ends_at = await self._storage.get_expiry(account_key)
+                retry_after = max(1, math.ceil(ends_at - time.time()))
+        except _STORAGE_ERRORS as exc:
+            self._storage_failed(exc)
+            return None
+        return LoginAttempt(account_key, expiry, locked, retry_after)
+
+    async def end_login(self, attempt: LoginAttempt | None, *, succeeded: bool) -> None:
+        """Settle an attempt: a success gives back its reservation, a failure keeps it."""
+        if attempt is None or attempt.locked or not succeeded:
+            return
+        try:
+            await self._storage.incr(attempt.key, attempt.expiry, amount=-1)
+        except _STORAGE_ERRORS as exc:
+            self._storage_failed(exc)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self._open_until = time.monotonic() + self._failure_cooldown
+        log.warning(
+            "ratelimit.storage_unavailable",
+            error=str(exc.storage_error if isinstance(exc, StorageError) else exc),
+            open_for_seconds=self._failure_cooldown,
         )
 
     async def close(self) -> None:

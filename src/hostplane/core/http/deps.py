@@ -42,8 +42,8 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def client_ip(connection: HTTPConnection) -> str | None:
-    # uvicorn's proxy_headers has already replaced the peer with the
-    # X-Forwarded-For client when the proxy is trusted (--forwarded-allow-ips).
+    # ForwardedClientMiddleware has already replaced the peer with the
+    # forwarded client when the peer is a trusted proxy (http.trusted_proxies).
     return connection.client.host if connection.client else None
 
 

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
-from hostplane.core.errors import Forbidden, NotFound, Unauthorized
+from hostplane.core.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from hostplane.core.principal import Principal
+from hostplane.core.ratelimit import login_account_key
 from hostplane.core.runtime import Runtime
 from hostplane.core.security.passwords import hash_password, needs_rehash, verify_password
 from hostplane.identity.auth import two_factor
@@ -41,6 +42,22 @@ class InvalidCredentials(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__("Invalid credentials")
+
+
+class LoginLocked(RateLimited):
+    """Too many failed logins for one account, from wherever they came.
+
+    The same answer for an email without an account, so it reveals nothing.
+    """
+
+    code = "LOGIN_LOCKED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed logins for this account. Try again in {retry_after} seconds.",
+            details={"retryAfter": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class AccountDisabled(Forbidden):
@@ -119,13 +136,27 @@ async def login(
     """Check the password; return tokens, or a challenge when a second factor is on.
 
     Unknown emails and wrong passwords look the same, in answer and in time.
+    Failures are also counted per account (``rate_limits.login_failures_per_account``):
+    when they are spent, :class:`LoginLocked` until the window ends.
     """
     tenant = await tenant_for_login(session, tenant_slug)
-    user = await session.scalar(
-        select(User).where(User.tenant_id == tenant.id, User.email == normalise_email(email))
-    )
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        raise InvalidCredentials
+    address = normalise_email(email)
+    limiter = runtime.rate_limiter
+    attempt = await limiter.begin_login(login_account_key(tenant.id, address))
+    if attempt is not None and attempt.locked:
+        raise LoginLocked(attempt.retry_after)
+    guessed_wrong = False
+    try:
+        user = await session.scalar(
+            select(User).where(User.tenant_id == tenant.id, User.email == address)
+        )
+        if not verify_password(user.password_hash if user else None, password) or user is None:
+            guessed_wrong = True
+            raise InvalidCredentials
+    finally:
+        # Only a wrong password is a failure; a right one (whatever happens
+        # next) or a fault of ours (the database down) hands the count back.
+        await limiter.end_login(attempt, succeeded=not guessed_wrong)
     ensure_active(user)
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
@@ -254,6 +285,7 @@ async def logout(
 __all__ = [
     "AccountDisabled",
     "InvalidCredentials",
+    "LoginLocked",
     "TwoFactorChallenge",
     "complete_login",
     "login",

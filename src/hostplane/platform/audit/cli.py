@@ -1,4 +1,4 @@
-"""``hostplane audit verify`` and ``hostplane audit prune``.
+"""``hostplane audit verify``, ``hostplane audit prune`` and ``hostplane audit reseal``.
 
 Like every ``hostplane`` command: ``--data-dir`` (env ``HOSTPLANE_DATA_DIR``),
 and any failure is one line on stderr (``hostplane: error: ...``) with exit
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 audit_cli = typer.Typer(
-    help="The audit log: verify its hash chains, prune old entries.", no_args_is_help=True
+    help="The audit log: verify its hash chains, prune old entries, reseal checkpoints.",
+    no_args_is_help=True,
 )
 
 DataDirOption = Annotated[
@@ -125,6 +126,31 @@ def prune_command(
         f"pruned {report.deleted} entries older than {isoformat(report.cutoff)} "
         f"from {_chains(report.chains)}"
     )
+
+
+@audit_cli.command("reseal")
+def reseal_command(
+    accept: Annotated[
+        bool,
+        typer.Option(
+            "--accept",
+            help="Confirm: accept every chain as it is now (after a secret_key change, "
+            "or once a reported truncation has been investigated).",
+        ),
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Sign each chain's checkpoint afresh where it objects; the act is itself audited."""
+    from hostplane.platform.audit.reseal import reseal
+
+    if not accept:
+        # Accepting a finding is never a default: it must be asked for.
+        _fail("missing --accept (reseal accepts every chain as it is now; see `audit verify`)")
+    settings = _settings(data_dir)
+    report = _in_transaction(settings, reseal)
+    for chain, finding in sorted(report.accepted.items()):
+        typer.echo(f"accepted {chain}: {finding}")
+    typer.echo(f"resealed {_chains(len(report.accepted))} of {report.chains}")
 
 
 def _chains(count: int) -> str:

@@ -19,6 +19,7 @@ IP_LENGTH = 64
 USER_AGENT_LENGTH = 500
 REQUEST_ID_LENGTH = 64
 CHAIN_LENGTH = 40
+TAMPERED_REASON_LENGTH = 300
 
 
 class AuditLog(TenantOrShared, Base):
@@ -99,4 +100,34 @@ class AuditChainHead(Base):
     anchor_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     anchor_hash: Mapped[str] = mapped_column(String(64))
     pruned_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuditCheckpoint(Base):
+    """A chain's head as the panel last wrote it, with a MAC only the panel can make.
+
+    Rewritten with every append (and prune) in the same transaction as the
+    head. The MAC is an HMAC-SHA256 with a key derived from the panel's
+    ``secret_key``, which the database never holds: someone who can write the
+    database but lacks the secret cannot rewind a head (cut the newest
+    entries off) and make the checkpoint agree. ``tampered_seq`` and
+    ``tampered_reason`` record that an append found the head and checkpoint
+    disagreeing, and are carried forward (under the MAC) so later appends
+    do not paper over it. See :mod:`hostplane.platform.audit.checkpoint`.
+    Internal bookkeeping, never shown to tenants, so not tenant-filtered.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    chain: Mapped[str] = mapped_column(String(CHAIN_LENGTH), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(
+        IdString, ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    anchor_seq: Mapped[int] = mapped_column(BigInteger)
+    anchor_hash: Mapped[str] = mapped_column(String(64))
+    tampered_seq: Mapped[int | None] = mapped_column(BigInteger)
+    tampered_reason: Mapped[str | None] = mapped_column(String(TAMPERED_REASON_LENGTH))
+    mac: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -22,7 +22,7 @@ from hostplane.core.db.tenancy import scope_to_tenant, session_tenant
 from hostplane.identity.tenants.models import Tenant
 from hostplane.identity.users.models import User
 from hostplane.platform.audit.chain import GENESIS_HASH, chain_for
-from hostplane.platform.audit.models import AuditChainHead, AuditLog
+from hostplane.platform.audit.models import AuditChainHead, AuditCheckpoint, AuditLog
 
 BATCH_SIZE = 500
 
@@ -97,6 +97,15 @@ def lock_heads(session: Session, tenant_id: str | None = None) -> list[AuditChai
     if tenant_id is not None:
         statement = statement.where(AuditChainHead.chain == chain_for(tenant_id))
     return list(session.scalars(statement))
+
+
+def checkpoint_of(session: Session, chain: str) -> AuditCheckpoint | None:
+    """``chain``'s checkpoint, read fresh (the caller holds the head's lock)."""
+    return session.scalar(
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.chain == chain)
+        .execution_options(populate_existing=True)
+    )
 
 
 # ---- reading -------------------------------------------------------------
@@ -174,6 +183,39 @@ async def heads(session: AsyncSession, tenant_id: str | None = None) -> list[Aud
     statement = select(AuditChainHead).order_by(AuditChainHead.chain)
     if tenant_id is not None:
         statement = statement.where(AuditChainHead.chain == chain_for(tenant_id))
+    return list(await session.scalars(statement))
+
+
+async def heads_with_checkpoints(
+    session: AsyncSession, tenant_id: str | None = None
+) -> list[tuple[AuditChainHead, AuditCheckpoint | None]]:
+    """Every chain head (or only ``tenant_id``'s) with its checkpoint.
+
+    One statement, so an append committing meanwhile cannot make the two
+    disagree (both change in its transaction).
+    """
+    statement = (
+        select(AuditChainHead, AuditCheckpoint)
+        .outerjoin(AuditCheckpoint, AuditCheckpoint.chain == AuditChainHead.chain)
+        .order_by(AuditChainHead.chain)
+    )
+    if tenant_id is not None:
+        statement = statement.where(AuditChainHead.chain == chain_for(tenant_id))
+    rows = await session.execute(statement)
+    return [(head, checkpoint) for head, checkpoint in rows]
+
+
+async def checkpoints_without_head(
+    session: AsyncSession, tenant_id: str | None = None
+) -> list[AuditCheckpoint]:
+    """Checkpoints whose chain has no head any more (a head deleted by hand)."""
+    statement = (
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.chain.not_in(select(AuditChainHead.chain)))
+        .order_by(AuditCheckpoint.chain)
+    )
+    if tenant_id is not None:
+        statement = statement.where(AuditCheckpoint.chain == chain_for(tenant_id))
     return list(await session.scalars(statement))
 
 

@@ -38,7 +38,7 @@ from hostplane.core.errors import HostplaneError
 from hostplane.core.ids import new_id
 from hostplane.core.pagination import PageMeta, PageParams, paginate
 from hostplane.core.principal import SYSTEM, Principal
-from hostplane.platform.audit import repository
+from hostplane.platform.audit import checkpoint_store, repository
 from hostplane.platform.audit.chain import (
     ChainBreak,
     ChainVerifier,
@@ -242,7 +242,8 @@ def seal(session: Session) -> list[AuditLog]:
 
     Each chain's head is locked first (chains in a fixed order, so two
     transactions never deadlock), then every entry gets the next sequence
-    number, the previous entry's hash and its own.
+    number, the previous entry's hash and its own, and the chain's
+    checkpoint is signed at the new head.
     """
     pending: list[PendingEntry] = session.info.pop(_PENDING_KEY, [])
     if not pending:
@@ -254,6 +255,7 @@ def seal(session: Session) -> list[AuditLog]:
     for chain in sorted(by_chain):
         entries = by_chain[chain]
         head = repository.lock_head(session, chain, entries[0].tenant_id)
+        before = checkpoint_store.head_state(head)
         for entry in entries:
             row = AuditLog(
                 id=new_id(),
@@ -278,6 +280,7 @@ def seal(session: Session) -> list[AuditLog]:
             session.add(row)
             head.seq, head.hash = row.seq, row.hash
             rows.append(row)
+        checkpoint_store.advance(session, head, before)
     session.flush()
     return rows
 
@@ -383,10 +386,17 @@ async def verify(session: AsyncSession) -> VerifyReport:
     with its first bad sequence number.
     """
     tenant_id = session_tenant(session)
-    heads = await repository.heads(session, tenant_id)
+    key = checkpoint_store.session_key(session.info)
+    heads = await repository.heads_with_checkpoints(session, tenant_id)
     breaks: list[ChainBreak] = []
     entries = 0
-    for head in heads:
+    for head, checkpoint in heads:
+        # First the head against its signed checkpoint (a truncation leaves
+        # a shorter chain that is whole in itself), then the entries.
+        signed_problem = checkpoint_store.inspect_row(key, head, checkpoint).first
+        if signed_problem is not None:
+            breaks.append(signed_problem)
+            continue
         verifier = ChainVerifier(
             head.chain, anchor_seq=head.anchor_seq, anchor_hash=head.anchor_hash
         )
@@ -402,6 +412,15 @@ async def verify(session: AsyncSession) -> VerifyReport:
         entries += verifier.checked
         if problem is not None:
             breaks.append(problem)
+    breaks.extend(
+        ChainBreak(
+            orphan.chain,
+            1,
+            f"the chain's head and entries up to {orphan.seq} were deleted "
+            "(only its checkpoint is left)",
+        )
+        for orphan in await repository.checkpoints_without_head(session, tenant_id)
+    )
     for chain in await repository.chains_without_head(session, tenant_id):
         first = await repository.first_seq(session, chain)
         breaks.append(ChainBreak(chain, first or 0, "the chain has entries but no head"))
@@ -452,8 +471,10 @@ async def prune(session: AsyncSession, older_than: datetime) -> PruneReport:
                 ChainBreak(head.chain, verifier.next_seq, f"entry {verifier.next_seq} is missing")
             )
         count = await repository.delete_through(session, head.chain, last_pruned)
+        before = checkpoint_store.head_state(head)
         head.anchor_seq, head.anchor_hash = last_pruned, verifier.last_hash
         head.pruned_at = utcnow()
+        await session.run_sync(checkpoint_store.advance, head, before)
         deleted += count
         pruned_chains[head.chain] = count
     await session.flush()
