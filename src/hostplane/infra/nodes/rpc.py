@@ -68,6 +68,8 @@ _AGENT_ERRORS: dict[str, tuple[int, str]] = {
     "TOO_LARGE": (413, "TOO_LARGE"),
     "CHECKSUM_MISMATCH": (502, "CHECKSUM_MISMATCH"),
     "DOWNLOAD_FAILED": (502, "DOWNLOAD_FAILED"),
+    # The agent never got the stream's first credit: the path between us lost it.
+    "STREAM_HANDSHAKE_LOST": (503, "NODE_UNAVAILABLE"),
 }
 
 
