@@ -1,7 +1,8 @@
 """A transfer whose worker is killed (SIGKILL) mid-copy, with the panel, the
 worker and two agents as separate processes: once the job's lease expires,
 another worker rolls the transfer back. The server is ``stopped`` on its
-source, the transfer and its job show ``failed`` (never ``succeeded``)."""
+source, the transfer and its job show ``failed`` (never ``succeeded``), and
+the server can be moved again at once."""
 
 from __future__ import annotations
 
@@ -127,6 +128,23 @@ async def test_a_worker_killed_mid_transfer_leaves_the_server_on_its_source(
             assert moved["nodeId"] == source_id
             assert moved["status"] == "stopped"
             assert (files / "world.bin").stat().st_size == PAYLOAD_BYTES
+
+            # The source's export was stopped by the rollback, not left waiting for
+            # the dead worker: the server can move again at once.
+            again = await http.post(
+                f"/api/servers/{server_id}/transfer", json={"targetNodeId": target_id}
+            )
+            assert again.status_code == 200, again.text
+            history = await wait_for(
+                http,
+                transfers,
+                lambda t: t[0]["status"] in ("completed", "failed"),
+                seconds=120,
+                every=0.5,
+            )
+            assert history[0]["status"] == "completed", history[0]
+            moved = (await http.get(f"/api/servers/{server_id}")).json()["data"]
+            assert (moved["nodeId"], moved["status"]) == (target_id, "stopped")
         finally:
             for process in [*workers, *agents]:
                 stop_process(process)

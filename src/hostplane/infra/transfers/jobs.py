@@ -195,7 +195,7 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
     if status != "pending":
         if status in service.ACTIVE:
             reason = "the transfer was interrupted"
-            await _roll_back(ctx, calls, transfer_id, target, server_id, reason)
+            await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
             raise PermanentJobFailure(f"The transfer failed: {reason}", code="TRANSFER_FAILED")
         if status != "completed":
             raise PermanentJobFailure(f"The transfer {status}", code="TRANSFER_FAILED")
@@ -226,7 +226,7 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
         else:
             log.exception("transfers.unexpected_failure", transfer_id=transfer_id)
             reason, code = "the transfer failed unexpectedly", "TRANSFER_FAILED"
-        await _roll_back(ctx, calls, transfer_id, target, server_id, reason)
+        await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
         raise PermanentJobFailure(reason, code=code) from exc
     await _publish_progress(ctx, server_id, int(imported.get("size") or 0), stage="completed")
     log.info("transfers.completed", transfer_id=transfer_id, server_id=server_id)
@@ -242,26 +242,34 @@ async def transfer_job_failed(ctx: JobContext, failure: JobFailure, *, transfer_
         transfer = await service.load(session, transfer_id)
         if transfer is None or transfer.status not in service.ACTIVE:
             return
-        server_id, target = transfer.server_id, transfer.target_node_id
+        server_id = transfer.server_id
+        source, target = transfer.source_node_id, transfer.target_node_id
     calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
     reason = (
         "the worker running the transfer stopped"
         if failure.code == "LEASE_EXPIRED"
         else failure.message
     )
-    await _roll_back(ctx, calls, transfer_id, target, server_id, reason)
+    await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
 
 
 async def _roll_back(
     ctx: JobContext,
     calls: AgentRpc,
     transfer_id: str,
-    target: str,
+    nodes: tuple[str, str],
     server_id: str,
     reason: str,
 ) -> None:
-    """Leave the server on its source: discard the target's copy (when the target
-    can still be reached) and mark the transfer failed."""
+    """Leave the server on its source: stop the source's export if one is still
+    running (its reader may have died with a worker), discard the target's copy
+    (when the target can still be reached) and mark the transfer failed."""
+    source, target = nodes
+    try:
+        await calls.call(source, TransferAbort(server_id=server_id), within=ABORT_TIMEOUT)
+    except HostplaneError as exc:
+        # An export without a reader still ends on its own, after a stall.
+        log.warning("transfers.source_abort_not_delivered", server_id=server_id, error=exc.message)
     try:
         await calls.call(
             target,
