@@ -343,7 +343,12 @@ class AgentRpc:
             async def wait_for_credit(needed: int) -> None:
                 nonlocal credit
                 while credit < needed:
-                    event = await exchange.next(within if size == 0 else STALL_TIMEOUT)
+                    # The first credit comes once the agent's handler opened the
+                    # stream: a long ``within`` (an import's hours) is for the
+                    # answer at the end, not for that.
+                    event = await exchange.next(
+                        min(within, STALL_TIMEOUT) if size == 0 else STALL_TIMEOUT
+                    )
                     reply = message_of(event)
                     if isinstance(reply, StreamCredit):
                         credit += reply.bytes
