@@ -275,6 +275,11 @@ class StreamHub:
             inc.feed(message)
 
     @property
+    def open_streams(self) -> int:
+        """Streams whose handler is sending or receiving now."""
+        return len(self._outgoing) + len(self._incoming)
+
+    @property
     def pending_early(self) -> int:
         """How many not-yet-opened streams have control frames waiting."""
         return len(self._early)
