@@ -27,6 +27,8 @@ class LivePanel:
     token: str
     """The operator's access token (also set on ``http``)."""
     http: httpx.AsyncClient
+    env: dict[str, str]
+    """The panel's environment (its database), for more processes on it."""
 
     async def add_node(self, prefix: str) -> dict[str, Any]:
         """A node on this machine (its agent connects to 127.0.0.1), with its secret."""
@@ -46,13 +48,14 @@ class LivePanel:
 
 
 @contextlib.asynccontextmanager
-async def live_panel(tmp_path: Path) -> AsyncIterator[LivePanel]:
+async def live_panel(tmp_path: Path, **extra_env: str) -> AsyncIterator[LivePanel]:
     """``hostplane serve`` on a migrated empty database with an owner logged in."""
     async with empty_database(POSTGRES_URL, tmp_path) as url:
         env = base_env(
             HOSTPLANE_SECRET_KEY=TEST_SECRET,
             HOSTPLANE_DATABASE_URL=url,
             HOSTPLANE_LOG_FORMAT="json",
+            **extra_env,
         )
         operator = ("--email", OPERATOR_EMAIL, "--password", OPERATOR_PASSWORD, "--role", "owner")
         for args in (("migrate",), ("admin", "create", *operator)):
@@ -79,7 +82,7 @@ async def live_panel(tmp_path: Path) -> AsyncIterator[LivePanel]:
                 )
                 token = login.json()["data"]["token"]
                 http.headers["Authorization"] = f"Bearer {token}"
-                yield LivePanel(port, token, http)
+                yield LivePanel(port, token, http, env)
 
 
 def start_agent(tmp_path: Path, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:

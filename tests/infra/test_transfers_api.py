@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,9 +22,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.agent.backups.store import ArchiveRejected
 from hostplane.agent.backups.stream import ArchiveReceiver
+from hostplane.core.clock import shifted
 from hostplane.core.runtime import Runtime
 from hostplane.infra.servers.models import Server, ServerAllocation
+from hostplane.infra.transfers.models import ServerTransfer
+from hostplane.platform.jobs import repository
+from hostplane.platform.jobs.models import Job
 from hostplane.platform.jobs.worker import Worker
 from tests.infra.conftest import Fleet
 from tests.support.agents import LiveAgent, live_agents
@@ -241,3 +248,101 @@ async def test_transfer_rules(client: httpx.AsyncClient, db: AsyncSession, pair:
     await db.commit()
     running = await client.post(url, json={"targetNodeId": pair.target_node_id}, headers=admin)
     assert running.status_code == 409
+
+
+async def _job(db: AsyncSession, job_id: str) -> Job:
+    await db.commit()
+    job = await db.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    return job
+
+
+async def _stays_on_source(client: httpx.AsyncClient, db: AsyncSession, pair: Pair) -> None:
+    server = await server_row(db, pair.server_id)
+    assert (server.node_id, server.status) == (pair.source_node_id, "stopped")
+    allocations = (
+        await db.scalars(
+            select(ServerAllocation).where(ServerAllocation.server_id == pair.server_id)
+        )
+    ).all()
+    assert allocations and all(a.node_id == pair.source_node_id for a in allocations)
+    history = await client.get(
+        f"/api/servers/{pair.server_id}/transfers", headers=pair.fleet.admin.headers
+    )
+    assert history.json()["data"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("route", ["relayed"], indirect=True)
+async def test_a_refused_archive_fails_the_job_at_once_and_never_shows_succeeded(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    db: AsyncSession,
+    pair: Pair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sid = pair.server_id
+    write_tree(pair.source.server_dir(sid))
+
+    def refuse(self: ArchiveReceiver, chunk: Any) -> None:
+        raise ArchiveRejected("the archive tries to write outside its folder")
+
+    monkeypatch.setattr(ArchiveReceiver, "write", refuse)
+    started = await client.post(
+        f"/api/servers/{sid}/transfer",
+        json={"targetNodeId": pair.target_node_id},
+        headers=pair.fleet.admin.headers,
+    )
+    assert started.status_code == 200, started.text
+    async with asyncio.timeout(60):
+        await Worker(runtime).run_until_idle()
+    job = await _job(db, started.json()["data"]["jobId"])
+    assert (job.status, job.attempts, job.error_code) == ("failed", 1, "ARCHIVE_REJECTED")
+    await _stays_on_source(client, db, pair)
+
+
+@pytest.mark.parametrize("route", ["relayed"], indirect=True)
+async def test_a_transfer_whose_worker_died_is_rolled_back_when_its_lease_expires(
+    client: httpx.AsyncClient, runtime: Runtime, db: AsyncSession, pair: Pair
+) -> None:
+    sid = pair.server_id
+    started = await client.post(
+        f"/api/servers/{sid}/transfer",
+        json={"targetNodeId": pair.target_node_id},
+        headers=pair.fleet.admin.headers,
+    )
+    assert started.status_code == 200, started.text
+    # A worker takes the job, starts copying, and is killed.
+    async with runtime.unit_of_work() as session:
+        taken = await repository.claim(session, worker_id="killed", limit=1, lease_seconds=5)
+        assert [job.type for job in taken] == ["transfers.run"]
+        transfer = await session.get(ServerTransfer, started.json()["data"]["transfer"]["id"])
+        assert transfer is not None
+        transfer.status = "copying"
+    assert (await server_row(db, sid)).status == "transferring"
+
+    with shifted(timedelta(seconds=6)):
+        async with asyncio.timeout(60):
+            assert await Worker(runtime).run_until_idle() == 0, "not run again: rolled back"
+    job = await _job(db, started.json()["data"]["jobId"])
+    assert (job.status, job.error_code) == ("failed", "LEASE_EXPIRED")
+    await _stays_on_source(client, db, pair)
+    history = await client.get(f"/api/servers/{sid}/transfers", headers=pair.fleet.admin.headers)
+    assert "stopped" in history.json()["data"][0]["error"]
+
+
+@pytest.mark.parametrize("route", ["relayed"], indirect=True)
+async def test_a_transfer_to_a_node_whose_agent_left_is_refused_at_once(
+    client: httpx.AsyncClient, db: AsyncSession, pair: Pair
+) -> None:
+    await pair.target.stop()
+    asked = time.monotonic()
+    refused = await client.post(
+        f"/api/servers/{pair.server_id}/transfer",
+        json={"targetNodeId": pair.target_node_id},
+        headers=pair.fleet.admin.headers,
+    )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "NODE_OFFLINE"
+    assert time.monotonic() - asked < 2
+    server = await server_row(db, pair.server_id)
+    assert (server.node_id, server.status) == (pair.source_node_id, "stopped")

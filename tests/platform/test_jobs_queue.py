@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.app import build_runtime
 from hostplane.core.clock import shifted, utcnow
-from hostplane.core.errors import ProviderUnavailable
+from hostplane.core.errors import Conflict, ProviderUnavailable, ValidationFailed
 from hostplane.core.runtime import Runtime
 from hostplane.platform.jobs import repository
 from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
 from hostplane.platform.jobs.models import Job
-from hostplane.platform.jobs.registry import JobRegistry
+from hostplane.platform.jobs.registry import JobFailure, JobRegistry
 from hostplane.platform.jobs.service import backoff_delay, enqueue
 from hostplane.platform.jobs.worker import Worker
 from tests.conftest import make_settings
@@ -391,3 +391,89 @@ def test_log_retention_is_registered_as_a_recurring_job() -> None:
     spec = default_registry.get("servers.prune_logs")
     assert spec is not None
     assert spec.every_seconds == 3600
+
+
+async def test_client_errors_fail_at_once_and_transient_ones_retry(
+    runtime: Runtime, registry: JobRegistry, db: AsyncSession
+) -> None:
+    async def invalid(_ctx: JobContext) -> None:
+        raise ValidationFailed("the archive was refused")
+
+    async def busy(_ctx: JobContext) -> None:
+        raise Conflict("the server is busy")
+
+    registry.register("invalid", invalid)
+    registry.register("busy", busy)
+    doomed = await make_job(db, name="invalid", max_attempts=5)
+    later = await make_job(db, name="busy", max_attempts=5)
+    await Worker(runtime, registry=registry).run_until_idle()
+    stored = await reload(db, doomed.id)
+    assert (stored.status, stored.attempts, stored.error_code) == (
+        "failed",
+        1,
+        "VALIDATION_ERROR",
+    )
+    assert (await reload(db, later.id)).status == "queued", "a conflict may clear: retried"
+
+
+async def test_a_job_that_failed_for_good_runs_its_failure_hook_once(
+    runtime: Runtime, registry: JobRegistry, db: AsyncSession
+) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    async def handler(_ctx: JobContext, *, item: str) -> None:
+        raise ProviderUnavailable(f"{item} is away")
+
+    async def hook(ctx: JobContext, failure: JobFailure, *, item: str) -> None:
+        seen.append((item, failure.code, ctx.attempt))
+
+    registry.register("flaky", handler)
+    registry.set_failure_hook("flaky", hook)
+    runtime.settings.jobs.backoff_base_seconds = 60
+    job = await make_job(db, name="flaky", item="a", max_attempts=2)
+    worker = Worker(runtime, registry=registry)
+    await worker.run_until_idle()
+    assert seen == [], "a retry is not a failure yet"
+    with shifted(timedelta(seconds=61)):
+        await worker.run_until_idle()
+    assert seen == [("a", "PROVIDER_UNAVAILABLE", 2)]
+    assert (await reload(db, job.id)).status == "failed"
+
+
+async def test_a_job_whose_worker_died_on_its_last_attempt_runs_its_failure_hook(
+    runtime: Runtime, registry: JobRegistry, db: AsyncSession
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def handler(_ctx: JobContext, *, item: str) -> None:
+        raise AssertionError("an abandoned job must not run again")
+
+    async def hook(_ctx: JobContext, failure: JobFailure, *, item: str) -> None:
+        seen.append((item, failure.code))
+        raise RuntimeError("the hook's own trouble does not keep the job alive")
+
+    registry.register("moving", handler)
+    registry.set_failure_hook("moving", hook)
+    job = await make_job(db, name="moving", item="b", max_attempts=1)
+    async with runtime.unit_of_work() as session:
+        await repository.claim(session, worker_id="killed", limit=1, lease_seconds=5)
+    with shifted(timedelta(seconds=6)):
+        assert await Worker(runtime, registry=registry).run_until_idle() == 0
+    assert seen == [("b", "LEASE_EXPIRED")]
+    stored = await reload(db, job.id)
+    assert (stored.status, stored.error_code, stored.attempts) == ("failed", "LEASE_EXPIRED", 1)
+
+    # A worker that dies in the hook as well: the next one fails the job without it.
+    again = await make_job(db, name="moving", item="c", max_attempts=1)
+    async with runtime.unit_of_work() as session:
+        await repository.claim(session, worker_id="killed", limit=1, lease_seconds=5)
+    with shifted(timedelta(seconds=6)):
+        async with runtime.unit_of_work() as session:
+            claimed = await repository.claim_due(
+                session, worker_id="dies-in-hook", limit=1, lease_seconds=5
+            )
+            assert [j.id for j in claimed.abandoned] == [again.id]
+    with shifted(timedelta(seconds=12)):
+        assert await Worker(runtime, registry=registry).run_until_idle() == 0
+    assert seen == [("b", "LEASE_EXPIRED")]
+    assert (await reload(db, again.id)).status == "failed"

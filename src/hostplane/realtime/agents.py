@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -80,6 +81,7 @@ class AgentSession:
         self.tenant_id = tenant_id
         self._pending_logs: dict[tuple[str, str], list[str]] = {}
         self._last_seen_write = 0.0
+        self._seen_at: datetime | None = None
         # Servers placed on this node: an agent speaks only for those.
         self._own: set[str] = set()
         self._recent: dict[str, ReplayBuffer] = {}
@@ -320,7 +322,12 @@ class AgentSession:
             return
         self._last_seen_write = now
         async with self.runtime.unit_of_work() as session:
-            await nodes.mark_seen(session, self.node_id, health)
+            self._seen_at = await nodes.mark_seen(session, self.node_id, health) or self._seen_at
+
+    async def mark_gone(self) -> None:
+        if self._seen_at is not None:
+            async with self.runtime.unit_of_work() as session:
+                await nodes.mark_gone(session, self.node_id, self._seen_at)
 
     async def _state(self, server_id: str, state: str, exit_code: int | None) -> None:
         async with self.runtime.unit_of_work() as session:
@@ -423,3 +430,7 @@ async def serve_agent(websocket: WebSocket, runtime: Runtime, node_id: str, toke
         log.info("gateway.agent_disconnected", node_id=node_id)
         # Whoever waits on this node's answers or streams stops waiting now.
         await agent.publish_presence("node.disconnected")
+        try:
+            await agent.mark_gone()
+        except Exception:  # noqa: BLE001 - the node then ages out as before
+            log.warning("gateway.mark_gone_failed", node_id=node_id)

@@ -23,8 +23,10 @@ from hostplane.agent.backups.store import ChecksumMismatch, validate_id
 from hostplane.agent.handlers.context import HandlerContext
 from hostplane.agent.peers import push
 from hostplane.agent.runtime import AgentRuntimeError, ServerAlreadyRunning
+from hostplane.agent.streams import OutgoingStream
 from hostplane.protocol import (
     StreamEnd,
+    StreamError,
     TransferAbort,
     TransferCleanup,
     TransferCommit,
@@ -52,6 +54,9 @@ class NothingStaged(AgentRuntimeError):
 class TransferHandlers:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+        # Relayed exports under way, by server: an abort stops one at once
+        # (its reader may be a worker that died) instead of after a stall.
+        self._exports: dict[str, OutgoingStream] = {}
 
     def handlers(self) -> dict[type[WireModel], Any]:
         return {
@@ -89,9 +94,11 @@ class TransferHandlers:
         try:
             with self.ctx.exclusive(server_id, "being copied to another node"):
                 async with self.ctx.streams.outgoing(message.stream_id) as out:
+                    self._exports[server_id] = out
                     while (chunk := await self.ctx.run(next, stream, None)) is not None:
                         await out.send(chunk)
         finally:
+            self._exports.pop(server_id, None)
             stream.close()
         return {"size": out.size, "sha256": out.sha256}
 
@@ -181,6 +188,9 @@ class TransferHandlers:
     async def abort(self, message: TransferAbort) -> Any:
         server_id = message.server_id
         self.ctx.peers.cancel(server_id)
+        if (export := self._exports.get(server_id)) is not None:
+            # Sent to the source as well: its export stops and frees the server.
+            export.fail(StreamError(stream_id=export.stream_id, message="the transfer was aborted"))
         await self.ctx.run(shutil.rmtree, self.staging(server_id), True)
         if message.remove_files:
             await self._ensure_stopped(server_id)

@@ -2,7 +2,9 @@
 
 Asking for a link takes ``backup.download`` (or ``backup.read``); the link
 itself carries no bearer token and works once, for five minutes, as the user
-who asked — whose permissions are checked again when it is used.
+who asked — whose permissions are checked again when it is used. It is
+spent when the archive's first chunk has arrived from the node, so a
+download that fails before that leaves the link usable for a retry.
 """
 
 from __future__ import annotations
@@ -71,18 +73,21 @@ async def issue_link(
     )
 
 
-async def redeem(runtime: Runtime, server_id: str, backup_id: str, token: str) -> BackupFile:
-    """Spend the link (before the node is asked for anything) and check access again."""
+async def redeem(
+    runtime: Runtime, server_id: str, backup_id: str, token: str
+) -> tuple[BackupFile, links.LinkClaims]:
+    """Check the link (410 if it was used) and the access of its user, without
+    spending it: :func:`links.spend` does that once the archive is flowing."""
     claims = links.read(
         runtime.settings.secret_key.get_secret_value(), token, server_id=server_id, purpose="backup"
     )
     if claims.path != backup_id:
         raise links.InvalidLink("This link is for another backup")
-    async with runtime.unit_of_work() as session:
+    async with runtime.unit_of_work(read_only=True) as session:
         scope_to_tenant(session, claims.tenant_id)
         principal = await links.principal_for(session, claims)
-        await links.consume(session, claims)
-    return await _locate(runtime, principal, server_id, backup_id)
+        await links.ensure_unused(session, claims)
+    return await _locate(runtime, principal, server_id, backup_id), claims
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from hostplane.infra.backups.schemas import (
     BackupOut,
     BackupStarted,
 )
+from hostplane.infra.files import links
 
 router = APIRouter(prefix="/api/servers/{server_id}/backups", tags=["backups"])
 
@@ -154,10 +155,17 @@ async def download_backup(
         base = public.rstrip("/") if public else str(request.base_url).rstrip("/")
         url = f"{base}{request.url.path}?{urlencode({'token': link})}"
         return ok(BackupLink(url=url, expires_at=expires_at))
-    found = await downloads.redeem(runtime, server_id, backup_id, token)
+    found, claims = await downloads.redeem(runtime, server_id, backup_id, token)
     stack = contextlib.AsyncExitStack()
     # Entered before the response starts: an archive missing on the node is an envelope.
     archive = await stack.enter_async_context(downloads.open_archive(runtime, found))
+    try:
+        # The first chunk is here: spend the link now (a failure before this
+        # point leaves it usable; of two racing uses, one gets here first).
+        await links.spend(runtime, claims)
+    except BaseException:
+        await stack.aclose()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:

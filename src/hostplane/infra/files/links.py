@@ -10,7 +10,11 @@ after :data:`LINK_TTL`.
 
 Using a link inserts its id into ``file_link_uses``, whose primary key
 refuses a second insert: a link works once, even when two requests race
-with it on different replicas.
+with it on different replicas. A download link is spent only once its bytes
+are about to flow (the node accepted the request and sent the first chunk),
+so a download that fails before that (the node is away, the file is busy)
+leaves the link usable for a retry; two concurrent uses both reach that
+point, and the key lets exactly one of them through.
 
 At use, the user is loaded again and authorized again on the server, so a
 ban, a lost grant or a suspension stops links that are already out.
@@ -23,14 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
+from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import Forbidden, HostplaneError, Unauthorized
 from hostplane.core.ids import new_id
 from hostplane.core.principal import Principal
+from hostplane.core.runtime import Runtime
 from hostplane.core.security.crypto import SealError, SecretBox
 from hostplane.identity.roles.service import effective_permissions, two_factor_required
 from hostplane.identity.users import service as users
@@ -161,6 +167,24 @@ async def consume(session: AsyncSession, claims: LinkClaims) -> None:
         await session.flush()
     except IntegrityError as exc:
         raise LinkUsed("This link has already been used; ask for a new one") from exc
+
+
+async def ensure_unused(session: AsyncSession, claims: LinkClaims) -> None:
+    """410 ``LINK_USED`` now if the link was spent, so a used link does not reach
+    the node; the insert in :func:`consume` still decides between racing uses."""
+    used = await session.scalar(
+        select(FileLinkUse.link_id).where(FileLinkUse.link_id == claims.link_id)
+    )
+    if used is not None:
+        raise LinkUsed("This link has already been used; ask for a new one")
+
+
+async def spend(runtime: Runtime, claims: LinkClaims) -> None:
+    """Consume the link in a transaction of its own, once its bytes are about to
+    flow: 410 ``LINK_USED`` if another use got there first."""
+    async with runtime.unit_of_work() as session:
+        scope_to_tenant(session, claims.tenant_id)
+        await consume(session, claims)
 
 
 async def principal_for(session: AsyncSession, claims: LinkClaims) -> Principal:

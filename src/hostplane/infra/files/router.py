@@ -28,7 +28,8 @@ from hostplane.core.http.envelope import Envelope, ok
 from hostplane.core.http.middleware import route_template
 from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
-from hostplane.infra.files import service
+from hostplane.infra.files import links, service
+from hostplane.infra.files.links import LinkClaims
 from hostplane.infra.files.schemas import (
     ChmodBody,
     ChmodResult,
@@ -172,10 +173,20 @@ def _disposition(path: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def _stream(runtime: Runtime, target: service.FileTarget, path: str) -> StreamingResponse:
+async def _stream(
+    runtime: Runtime, target: service.FileTarget, path: str, link: LinkClaims | None = None
+) -> StreamingResponse:
     stack = contextlib.AsyncExitStack()
     # Entered here, not in the body: a missing file is still an error envelope.
     download = await stack.enter_async_context(service.open_download(runtime, target, path))
+    if link is not None:
+        # The first chunk is here: only now is the link spent, so a download
+        # that failed before it can be retried with the same link.
+        try:
+            await links.spend(runtime, link)
+        except BaseException:
+            await stack.aclose()
+            raise
 
     async def body() -> AsyncIterator[bytes]:
         async with stack:
@@ -207,10 +218,10 @@ async def download(
     ``data {url, expiresAt}``). The URL carries ``token`` and works once, for five
     minutes, without ``Authorization`` (``file.read``)."""
     if token is not None:
-        target, bound = await service.redeem_link(
+        target, bound, claims = await service.open_link(
             runtime, _context(request, principal), server_id, token, purpose="download"
         )
-        return await _stream(runtime, target, bound)
+        return await _stream(runtime, target, bound, claims)
     target = await _target(request, runtime, principal, server_id, service.READ)
     file_path = service.check_path(path)
     if mode == "url":

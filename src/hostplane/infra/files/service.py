@@ -216,25 +216,41 @@ async def redeem_link(
     *,
     purpose: LinkPurpose,
 ) -> tuple[FileTarget, str]:
-    """Use a one-time link: the target it acts on (as its user) and its path.
+    """Use an upload link: the target it acts on (as its user) and its path.
 
     The link is spent before the node is asked for anything, so a link never
-    works twice even when the first use fails half-way.
+    works twice even when the first use fails half-way. (Download links are
+    spent later, see :func:`open_link`.)
     """
+    target, path, claims = await open_link(runtime, context, server_id, token, purpose=purpose)
+    await links.spend(runtime, claims)
+    return target, path
+
+
+async def open_link(
+    runtime: Runtime,
+    context: RequestContext,
+    server_id: str,
+    token: str,
+    *,
+    purpose: LinkPurpose,
+) -> tuple[FileTarget, str, links.LinkClaims]:
+    """Check a one-time link without spending it: the target it acts on (as its
+    user), its path, and its claims for :func:`links.spend`. 410 if it was used."""
     claims = links.read(
         runtime.settings.secret_key.get_secret_value(),
         token,
         server_id=server_id,
         purpose=purpose,
     )
-    async with runtime.unit_of_work() as session:
+    async with runtime.unit_of_work(read_only=True) as session:
         scope_to_tenant(session, claims.tenant_id)
         principal = await links.principal_for(session, claims)
-        await links.consume(session, claims)
+        await links.ensure_unused(session, claims)
     acting = dataclasses.replace(context, principal=principal)
     permissions = READ if purpose == "download" else CREATE
     target = await open_target(runtime, acting, server_id, permissions, change=purpose == "upload")
-    return target, claims.path
+    return target, claims.path, claims
 
 
 def issue_link(

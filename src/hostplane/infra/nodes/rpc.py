@@ -68,6 +68,8 @@ _AGENT_ERRORS: dict[str, tuple[int, str]] = {
     "TOO_LARGE": (413, "TOO_LARGE"),
     "CHECKSUM_MISMATCH": (502, "CHECKSUM_MISMATCH"),
     "DOWNLOAD_FAILED": (502, "DOWNLOAD_FAILED"),
+    # The agent never got the stream's first credit: the path between us lost it.
+    "STREAM_HANDSHAKE_LOST": (503, "NODE_UNAVAILABLE"),
 }
 
 
@@ -188,6 +190,7 @@ class Download:
         self.end: StreamEnd | None = None
         self.result: Any = None
         self.size = 0
+        self._stopped = False
 
     async def _next(self) -> bytes | None:
         """The next chunk, or ``None`` at the end; raises the agent's error."""
@@ -207,6 +210,11 @@ class Download:
                 # nothing to stream).
                 self.result = _reply_data(message)
                 return None
+
+    @property
+    def finished(self) -> bool:
+        """The stream ended, or its reader already told the agent it gave up."""
+        return self._ended or self._stopped
 
     async def start(self) -> None:
         """Wait for the first chunk, so an error (a missing file) raises before
@@ -233,6 +241,7 @@ class Download:
         except BaseException:
             if not self._ended:
                 # The reader went away (a client disconnected): stop the agent.
+                self._stopped = True
                 with contextlib.suppress(Exception):
                     await self._rpc._control(
                         self._node_id, StreamError(stream_id=self.stream_id, message="reader gone")
@@ -312,7 +321,17 @@ class AgentRpc:
             await exchange.accepted()
             await self._grant(node_id, stream_id, WINDOW)
             await _bounded(download.start(), within)
-            yield download
+            try:
+                yield download
+            finally:
+                if not download.finished:
+                    # Left before the end without reading on (a one-time link
+                    # another use won, an error): stop the agent now rather
+                    # than leave it waiting for credit until it stalls.
+                    with contextlib.suppress(Exception):
+                        await self._control(
+                            node_id, StreamError(stream_id=stream_id, message="reader gone")
+                        )
 
     async def upload(
         self,
@@ -341,7 +360,12 @@ class AgentRpc:
             async def wait_for_credit(needed: int) -> None:
                 nonlocal credit
                 while credit < needed:
-                    event = await exchange.next(within if size == 0 else STALL_TIMEOUT)
+                    # The first credit comes once the agent's handler opened the
+                    # stream: a long ``within`` (an import's hours) is for the
+                    # answer at the end, not for that.
+                    event = await exchange.next(
+                        min(within, STALL_TIMEOUT) if size == 0 else STALL_TIMEOUT
+                    )
                     reply = message_of(event)
                     if isinstance(reply, StreamCredit):
                         credit += reply.bytes

@@ -211,12 +211,24 @@ async def authenticate_node(session: AsyncSession, node_id: str, token: str) -> 
 
 async def mark_seen(
     session: AsyncSession, node_id: str, health: dict[str, Any] | None = None
-) -> None:
-    """Record that the node's agent is alive (handshake, heartbeat, health report)."""
+) -> datetime | None:
+    """Record that the node's agent is alive (handshake, heartbeat, health report);
+    returns the time written."""
     node = await session.get(Node, node_id)
     if node is None:
-        return
-    node.last_seen_at = utcnow()
+        return None
+    node.last_seen_at = seen = utcnow()
     if health is not None:
         node.health = health
     await session.flush()
+    return seen
+
+
+async def mark_gone(session: AsyncSession, node_id: str, last_written: datetime) -> None:
+    """The agent's socket closed: the node is offline now rather than when its
+    last report ages out, so new work (a transfer to it) is refused at once.
+    Unless a newer connection (on any replica) reported since ``last_written``."""
+    node = await session.get(Node, node_id, with_for_update=True)
+    if node is None or node.last_seen_at is None or node.last_seen_at > last_written:
+        return
+    node.last_seen_at = last_written - ONLINE_WINDOW - timedelta(seconds=1)

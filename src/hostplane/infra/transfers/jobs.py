@@ -10,9 +10,14 @@ Either way the source announces the archive's sha256, the target checks it
 before extracting into a staging folder, and the panel compares what both
 report.
 
-The job runs once (``max_attempts=1``): if a worker dies mid-transfer the
-lease expires, the job runs again, sees a transfer already under way and
-rolls it back rather than guessing how far it got.
+The job runs once (``max_attempts=1``) and never ends ``succeeded`` unless
+the server moved. Any failure of the copy or the commit rolls the transfer
+back (the server stays on its source, ``stopped``, its allocations
+untouched) and fails the job with the error. A worker that dies mid-transfer
+leaves the job's lease to expire; the worker that finds it runs the job's
+failure hook, which rolls the transfer back the same way. A job handed back
+unfinished (a worker shutting down) runs again, sees a transfer already under
+way and rolls it back rather than guessing how far it got.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from hostplane.infra.nodes.rpc import AgentFailed, AgentRpc, Download
 from hostplane.infra.servers.progress import job_follows
 from hostplane.infra.servers.progress import topic as progress_topic
 from hostplane.infra.transfers import service
-from hostplane.platform.jobs.context import JobContext
-from hostplane.platform.jobs.registry import job_handler
+from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
+from hostplane.platform.jobs.registry import JobFailure, job_failure_hook, job_handler
 from hostplane.protocol import (
     TransferAbort,
     TransferCleanup,
@@ -189,9 +194,11 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
     calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
     if status != "pending":
         if status in service.ACTIVE:
-            await _roll_back(
-                ctx, calls, transfer_id, target, server_id, "the transfer was interrupted"
-            )
+            reason = "the transfer was interrupted"
+            await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
+            raise PermanentJobFailure(f"The transfer failed: {reason}", code="TRANSFER_FAILED")
+        if status != "completed":
+            raise PermanentJobFailure(f"The transfer {status}", code="TRANSFER_FAILED")
         return
     await _publish_progress(ctx, server_id, 0, stage="copying")
     try:
@@ -211,23 +218,58 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
         async with ctx.unit_of_work() as session:
             scope_to_tenant(session, ctx.tenant_id)
             await service.complete(session, transfer_id)
-    except HostplaneError as exc:
-        await _roll_back(ctx, calls, transfer_id, target, server_id, exc.message)
-        return
+    except Exception as exc:
+        # Whatever went wrong, the server goes back to its source before the
+        # job says so (a cancelled job is handed back and rolls back on rerun).
+        if isinstance(exc, HostplaneError):
+            reason, code = exc.message, exc.code
+        else:
+            log.exception("transfers.unexpected_failure", transfer_id=transfer_id)
+            reason, code = "the transfer failed unexpectedly", "TRANSFER_FAILED"
+        await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
+        raise PermanentJobFailure(reason, code=code) from exc
     await _publish_progress(ctx, server_id, int(imported.get("size") or 0), stage="completed")
     log.info("transfers.completed", transfer_id=transfer_id, server_id=server_id)
+
+
+@job_failure_hook("transfers.run")
+async def transfer_job_failed(ctx: JobContext, failure: JobFailure, *, transfer_id: str) -> None:
+    """The job failed for good without rolling back (its worker died, it timed
+    out): put the server back on its source now. Idempotent: a transfer that
+    already ended is left alone."""
+    async with ctx.unit_of_work() as session:
+        scope_to_tenant(session, ctx.tenant_id)
+        transfer = await service.load(session, transfer_id)
+        if transfer is None or transfer.status not in service.ACTIVE:
+            return
+        server_id = transfer.server_id
+        source, target = transfer.source_node_id, transfer.target_node_id
+    calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
+    reason = (
+        "the worker running the transfer stopped"
+        if failure.code == "LEASE_EXPIRED"
+        else failure.message
+    )
+    await _roll_back(ctx, calls, transfer_id, (source, target), server_id, reason)
 
 
 async def _roll_back(
     ctx: JobContext,
     calls: AgentRpc,
     transfer_id: str,
-    target: str,
+    nodes: tuple[str, str],
     server_id: str,
     reason: str,
 ) -> None:
-    """Leave the server on its source: discard the target's copy (when the target
-    can still be reached) and mark the transfer failed."""
+    """Leave the server on its source: stop the source's export if one is still
+    running (its reader may have died with a worker), discard the target's copy
+    (when the target can still be reached) and mark the transfer failed."""
+    source, target = nodes
+    try:
+        await calls.call(source, TransferAbort(server_id=server_id), within=ABORT_TIMEOUT)
+    except HostplaneError as exc:
+        # An export without a reader still ends on its own, after a stall.
+        log.warning("transfers.source_abort_not_delivered", server_id=server_id, error=exc.message)
     try:
         await calls.call(
             target,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -15,19 +16,31 @@ from hostplane.core.clock import utcnow
 from hostplane.platform.jobs.models import JOB_STATUSES, Job, JobWorker
 
 LEASE_EXPIRED_CODE = "LEASE_EXPIRED"
+ABANDONED_MESSAGE = "The worker running this job stopped responding and no attempts are left"
 
 
-async def claim(
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim took: jobs to run, and jobs abandoned on their last attempt
+    (their worker died) whose failure hook the claiming worker must run."""
+
+    run: list[Job]
+    abandoned: list[Job]
+
+
+async def claim_due(
     session: AsyncSession, *, worker_id: str, limit: int, lease_seconds: float
-) -> list[Job]:
+) -> Claimed:
     """Take up to ``limit`` due jobs for ``worker_id``.
 
     On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``, so
     workers racing for the same rows each get different ones and never wait on
     each other. On SQLite the transaction began with ``BEGIN IMMEDIATE`` and
     already holds the database's write lock, which gives the same exclusivity.
-    A running job whose lease expired (its worker died) is claimable again; if
-    it has no attempts left it is failed instead of run once more.
+    A running job whose lease expired (its worker died) is claimable again. If
+    it has no attempts left it is not run again: it is leased as ``abandoned``
+    (error ``LEASE_EXPIRED``) so the worker can run its failure hook before
+    failing it; one whose failure hook's worker died as well is failed here.
     """
     now = utcnow()
     due = (
@@ -42,26 +55,41 @@ async def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    claimed: list[Job] = []
+    claimed = Claimed([], [])
     for job in await session.scalars(due):
         if job.status == "running" and job.attempts >= job.max_attempts:
-            job.status = "failed"
-            job.finished_at = now
-            job.locked_by = None
-            job.locked_until = None
+            if job.error_code == LEASE_EXPIRED_CODE:
+                # Its failure hook was already handed to a worker that died too.
+                job.status = "failed"
+                job.finished_at = now
+                job.locked_by = None
+                job.locked_until = None
+                continue
             job.error_code = LEASE_EXPIRED_CODE
-            job.error_message = (
-                "The worker running this job stopped responding and no attempts are left"
-            )
+            job.error_message = ABANDONED_MESSAGE
+            job.locked_by = worker_id
+            job.locked_until = now + timedelta(seconds=lease_seconds)
+            claimed.abandoned.append(job)
             continue
         job.status = "running"
         job.attempts += 1
         job.locked_by = worker_id
         job.locked_until = now + timedelta(seconds=lease_seconds)
         job.started_at = now
-        claimed.append(job)
+        claimed.run.append(job)
     await session.flush()
     return claimed
+
+
+async def claim(
+    session: AsyncSession, *, worker_id: str, limit: int, lease_seconds: float
+) -> list[Job]:
+    """The jobs :func:`claim_due` took to run (abandoned ones stay leased to
+    ``worker_id`` until their lease expires again)."""
+    claimed = await claim_due(
+        session, worker_id=worker_id, limit=limit, lease_seconds=lease_seconds
+    )
+    return claimed.run
 
 
 async def _update_owned(session: AsyncSession, job_id: str, worker_id: str, **values: Any) -> bool:

@@ -3,6 +3,16 @@
 Any number of workers (threads of one process or many processes on many
 machines) can run against one database: claiming uses row locks, and every
 outcome is written only while the worker still holds the job's lease.
+
+Failures are either permanent or transient. A :class:`PermanentJobFailure`
+or a client error (4xx: a validation error, a refused archive, an agent's
+400 or 404) would fail the same way again, so the job fails at once. A node
+that is away, a timeout, a 5xx, a conflict or a lock that may clear (409,
+423, 429), or an unexpected exception is retried with backoff until the
+job's attempts run out. A job that failed for good runs its type's failure
+hook (see :mod:`hostplane.platform.jobs.registry`), and so does one whose
+worker died holding its last attempt, once another worker finds its lease
+expired.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
 from hostplane.platform.jobs import repository
 from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
-from hostplane.platform.jobs.registry import JobRegistry
+from hostplane.platform.jobs.registry import HandlerSpec, JobFailure, JobRegistry
 from hostplane.platform.jobs.registry import registry as default_registry
 from hostplane.platform.jobs.service import ENQUEUED_TOPIC, backoff_delay, enqueue
 
@@ -34,6 +44,15 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 15.0
 SHUTDOWN_GRACE_SECONDS = 20.0
 UNEXPECTED_FAILURE = "The job failed unexpectedly; the worker's log has the details"
+# Client errors that describe a state which may change: worth another attempt.
+_TRANSIENT_CLIENT_STATUSES = frozenset({408, 409, 423, 425, 429})
+
+
+def is_permanent(exc: HostplaneError) -> bool:
+    """Whether another attempt would fail the same way (see the module's docstring)."""
+    if isinstance(exc, PermanentJobFailure):
+        return True
+    return 400 <= exc.status < 500 and exc.status not in _TRANSIENT_CLIENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,8 @@ class ClaimedJob:
     max_attempts: int
     tenant_id: str | None
     target_id: str | None
+    # Its worker died on the last attempt: run the failure hook, then fail it.
+    abandoned: bool = False
 
 
 class Worker:
@@ -121,7 +142,7 @@ class Worker:
             if not claimed:
                 return ran
             await asyncio.gather(*(self._execute(job) for job in claimed))
-            ran += len(claimed)
+            ran += sum(1 for job in claimed if not job.abandoned)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -175,12 +196,14 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         async with self.runtime.unit_of_work() as session:
-            rows = await repository.claim(
+            claimed = await repository.claim_due(
                 session,
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=self.settings.lease_seconds,
             )
+            rows = [(row, False) for row in claimed.run]
+            rows += [(row, True) for row in claimed.abandoned]
             return [
                 ClaimedJob(
                     row.id,
@@ -190,8 +213,9 @@ class Worker:
                     row.max_attempts,
                     row.tenant_id,
                     row.target_id,
+                    abandoned,
                 )
-                for row in rows
+                for row, abandoned in rows
             ]
 
     def _spawn(self, job: ClaimedJob) -> None:
@@ -209,6 +233,9 @@ class Worker:
             job_id=job.id, job_type=job.type, attempt=job.attempts
         ):
             spec = self.registry.get(job.type)
+            if job.abandoned:
+                await self._abandon(job, spec)
+                return
             if spec is None:
                 await self._record_failure(
                     job,
@@ -217,16 +244,7 @@ class Worker:
                     retry=False,
                 )
                 return
-            context = JobContext(
-                runtime=self.runtime,
-                job_id=job.id,
-                type=job.type,
-                attempt=job.attempts,
-                max_attempts=job.max_attempts,
-                tenant_id=job.tenant_id,
-                target_id=job.target_id,
-                worker_id=self.worker_id,
-            )
+            context = self._context(job)
             try:
                 async with asyncio.timeout(spec.timeout_seconds):
                     await spec.func(context, **job.args)
@@ -235,22 +253,59 @@ class Worker:
                     async with self.runtime.unit_of_work() as session:
                         await repository.release(session, job.id, self.worker_id)
                 raise
-            except PermanentJobFailure as exc:
-                await self._record_failure(job, exc.code, exc.message, retry=False)
             except HostplaneError as exc:
-                await self._record_failure(job, exc.code, exc.message, retry=True)
+                await self._record_failure(
+                    job, exc.code, exc.message, retry=not is_permanent(exc), spec=spec
+                )
             except TimeoutError:
                 await self._record_failure(
                     job,
                     "JOB_TIMEOUT",
                     f"The job did not finish within {spec.timeout_seconds} s",
                     retry=True,
+                    spec=spec,
                 )
             except Exception:
                 log.exception("jobs.handler_failed")
-                await self._record_failure(job, "INTERNAL_ERROR", UNEXPECTED_FAILURE, retry=True)
+                await self._record_failure(
+                    job, "INTERNAL_ERROR", UNEXPECTED_FAILURE, retry=True, spec=spec
+                )
             else:
                 await self._record_success(job)
+
+    def _context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(
+            runtime=self.runtime,
+            job_id=job.id,
+            type=job.type,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            tenant_id=job.tenant_id,
+            target_id=job.target_id,
+            worker_id=self.worker_id,
+        )
+
+    async def _abandon(self, job: ClaimedJob, spec: HandlerSpec | None) -> None:
+        """A job whose worker died on its last attempt: undo what it left, then fail it."""
+        log.warning("jobs.abandoned")
+        await self._record_failure(
+            job, repository.LEASE_EXPIRED_CODE, repository.ABANDONED_MESSAGE, retry=False, spec=spec
+        )
+
+    async def _run_failure_hook(
+        self, job: ClaimedJob, spec: HandlerSpec | None, failure: JobFailure
+    ) -> None:
+        if spec is None or spec.on_failure is None:
+            return
+        try:
+            # Bounded like the handler; a hook must not hold the job forever.
+            async with asyncio.timeout(spec.timeout_seconds):
+                await spec.on_failure(self._context(job), failure, **job.args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The job still fails; the hook's error is for the operator.
+            log.exception("jobs.failure_hook_failed")
 
     async def _record_success(self, job: ClaimedJob) -> None:
         async with self.runtime.unit_of_work() as session:
@@ -261,7 +316,13 @@ class Worker:
                 log.warning("jobs.lease_lost", outcome="succeeded")
 
     async def _record_failure(
-        self, job: ClaimedJob, code: str, message: str, *, retry: bool
+        self,
+        job: ClaimedJob,
+        code: str,
+        message: str,
+        *,
+        retry: bool,
+        spec: HandlerSpec | None = None,
     ) -> None:
         retry_at = None
         if retry and job.attempts < job.max_attempts:
@@ -271,6 +332,9 @@ class Worker:
                 cap=self.settings.backoff_max_seconds,
             )
             retry_at = utcnow() + timedelta(seconds=delay)
+        if retry_at is None:
+            # Failed for good: undo what the handler left before saying so.
+            await self._run_failure_hook(job, spec, JobFailure(code, message))
         async with self.runtime.unit_of_work() as session:
             recorded = await repository.mark_failed(
                 session,
