@@ -80,11 +80,17 @@ async def restore_backup_job(ctx: JobContext, *, backup_id: str) -> None:
         if backup is None:
             return
         node_id, server_id, checksum = backup.node_id, backup.server_id, backup.checksum
+        disk_limit_mb = await service.disk_limit_of(session, server_id)
     calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
     async with job_follows(ctx, server_id, "restore"):
         await calls.call(
             node_id,
-            RestoreBackup(server_id=server_id, backup_id=backup_id, checksum=checksum),
+            RestoreBackup(
+                server_id=server_id,
+                backup_id=backup_id,
+                checksum=checksum,
+                disk_limit_mb=disk_limit_mb,
+            ),
             within=RESTORE_TIMEOUT,
         )
     log.info("backups.restored", backup_id=backup_id, server_id=server_id)
