@@ -313,12 +313,13 @@ class AgentConnection:
             self._enforce_disk(server_id)
 
     async def _check_disk(self, message: StartServer | RestartServer) -> None:
-        """Refuse to start a server over its disk allocation (a restart uses the
-        last start's), saying why on its console and in its state."""
+        """Refuse to start a server over its disk allocation, saying why on its
+        console and in its state (a running server asked to restart is stopped)."""
         server_id = message.server_id
-        limit = message.allocated_disk_mb if isinstance(message, StartServer) else None
         try:
-            await asyncio.to_thread(self.context.disk.check_start, server_id, limit)
+            await asyncio.to_thread(
+                self.context.disk.check_start, server_id, message.allocated_disk_mb
+            )
         except DiskLimitExceeded as exc:
             if isinstance(message, RestartServer):
                 with contextlib.suppress(AgentRuntimeError):
@@ -478,6 +479,8 @@ class AgentConnection:
         if not script:
             return {"exitCode": 0}
         await self.send(ServerStateUpdate(server_id=server_id, state="installing"))
+        # The script writes the server's files: measured afresh afterwards.
+        self.context.disk.invalidate(server_id)
         try:
             async for batch in self.runtime.install(
                 server_id, script, env=message.merged_environment(), spec=launch_spec(message)
@@ -492,6 +495,7 @@ class AgentConnection:
                 )
             )
             raise
+        self.context.disk.invalidate(server_id)
         await self.send(ServerStateUpdate(server_id=server_id, state="stopped", exit_code=0))
         return {"exitCode": 0}
 

@@ -12,10 +12,13 @@ target's), opens every folder relative to its parent with ``O_NOFOLLOW`` (a
 folder swapped for a link mid-walk is skipped, not followed), and counts a
 file with several hard links once.
 
-A walk of a large tree takes a while (about half a second per 100,000
-files here), so the figure is cached per server and walked again when older
-than :data:`REFRESH_SECONDS`. Between walks it is kept current by the
-agent's own writes: each operation takes a :class:`Quota` and charges what
+A walk of a large tree takes a while (see docs/decisions.md for the figures
+measured here), so the figure is cached per server and walked again once it
+is older than twenty times its last walk took (so walking costs at most
+about 5% of one core per server), but at least every
+:data:`REFRESH_SECONDS` and at most every :data:`MIN_REFRESH_SECONDS`: a
+small folder is measured every few seconds, a huge one about once a minute.
+Between walks the figure is kept current by the agent's own writes: each operation takes a :class:`Quota` and charges what
 it writes before writing it, so two uploads at once cannot both take the
 last free megabyte. The running game's own writes are only seen by the next
 walk.
@@ -39,7 +42,11 @@ from hostplane.agent.supervisor import read_json
 
 MB = 2**20
 REFRESH_SECONDS = 60.0
-"""A cached figure older than this is walked again before it is relied on."""
+"""A cached figure older than this is always walked again before it is relied on."""
+MIN_REFRESH_SECONDS = 2.0
+"""A figure younger than this is never walked again (but for :meth:`DiskUsage.refresh`)."""
+WALK_SHARE = 20
+"""A figure is fresh for this many times as long as its walk took."""
 
 
 def limit_bytes(limit_mb: int | None) -> int | None:
@@ -96,6 +103,7 @@ def measure(folder: Path) -> int:
 class _Figure:
     used: int
     measured_at: float
+    walk_seconds: float = 0.0
     charged: int = 0
     """What operations charged since the walk began (see :meth:`DiskUsage.refresh`)."""
 
@@ -127,9 +135,12 @@ class DiskUsage:
         Blocks (call it through ``asyncio.to_thread``)."""
         with self._lock:
             figure = self._figures.get(server_id)
-            if figure is not None and self._clock() - figure.measured_at < self._max_age:
+            if figure is not None and self._clock() - figure.measured_at < self._fresh_for(figure):
                 return figure.used
         return self.refresh(server_id)
+
+    def _fresh_for(self, figure: _Figure) -> float:
+        return min(self._max_age, max(MIN_REFRESH_SECONDS, figure.walk_seconds * WALK_SHARE))
 
     def cached(self, server_id: str) -> int | None:
         """The last figure without walking (``None`` if never measured)."""
@@ -145,6 +156,7 @@ class DiskUsage:
         with self._lock:
             self._walking[server_id] = self._walking.get(server_id, 0) + 1
             before = self._charged(server_id)
+        started = self._clock()
         try:
             walked = measure(folder)
         finally:
@@ -155,7 +167,10 @@ class DiskUsage:
                     self._walking[server_id] = count
                 else:
                     del self._walking[server_id]
-                figure = _Figure(used=max(0, walked + during), measured_at=self._clock())
+                now = self._clock()
+                figure = _Figure(
+                    used=max(0, walked + during), measured_at=now, walk_seconds=now - started
+                )
                 figure.charged = self._charged(server_id)
                 self._figures[server_id] = figure
         return figure.used

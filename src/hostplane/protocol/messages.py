@@ -301,11 +301,14 @@ class StopServer(_Request):
 
 
 class RestartServer(_Request):
+    """Addition: ``allocatedDiskMb``, so a restart over the allocation is refused."""
+
     type: Literal["restart_server"] = "restart_server"
     server_id: str
     server_uuid: str | None = None
     suspended: bool = False
     timeout_seconds: float | None = None
+    allocated_disk_mb: int | None = None
 
 
 class KillServer(_Request):
