@@ -105,7 +105,8 @@ class _Figure:
     measured_at: float
     walk_seconds: float = 0.0
     charged: int = 0
-    """What operations charged since the walk began (see :meth:`DiskUsage.refresh`)."""
+    """What operations charged (less what they gave back) in all, so that a
+    walk can tell which charges it overlapped (see :meth:`DiskUsage.refresh`)."""
 
 
 class DiskUsage:
@@ -123,7 +124,6 @@ class DiskUsage:
         self._clock = clock
         self._lock = threading.Lock()
         self._figures: dict[str, _Figure] = {}
-        self._walking: dict[str, int] = {}
         self._limits: dict[str, int | None] = {}
         self.recorded_limit: Callable[[str], int | None] = lambda server_id: None
         """The allocation a server was last started with, as the runtime
@@ -154,19 +154,14 @@ class DiskUsage:
         counting them twice for a moment errs on the safe side."""
         folder = self._server_dir(server_id)
         with self._lock:
-            self._walking[server_id] = self._walking.get(server_id, 0) + 1
             before = self._charged(server_id)
         started = self._clock()
         try:
             walked = measure(folder)
         finally:
             with self._lock:
-                during = self._charged(server_id) - before
-                count = self._walking[server_id] - 1
-                if count:
-                    self._walking[server_id] = count
-                else:
-                    del self._walking[server_id]
+                # Never below zero: the figure may have been dropped meanwhile.
+                during = max(0, self._charged(server_id) - before)
                 now = self._clock()
                 figure = _Figure(
                     used=max(0, walked + during), measured_at=now, walk_seconds=now - started
@@ -193,17 +188,21 @@ class DiskUsage:
                 figure.charged += delta
 
     def _charge(self, server_id: str, size: int, limit: int) -> None:
-        with self._lock:
-            figure = self._figures.get(server_id)
-            if figure is None:  # pragma: no cover - a Quota measures first
-                figure = self._figures[server_id] = _Figure(used=0, measured_at=0.0)
-            if figure.used + size > limit:
-                raise DiskLimitExceeded(
-                    f"Not enough disk space: the server's allocation is {limit // MB} MB"
-                    f" and {_mb(figure.used)} MB of it is in use"
-                )
-            figure.used += size
-            figure.charged += size
+        while True:
+            with self._lock:
+                figure = self._figures.get(server_id)
+                if figure is not None:
+                    if figure.used + size > limit:
+                        raise DiskLimitExceeded(
+                            f"Not enough disk space: the server's allocation is {limit // MB}"
+                            f" MB and {_mb(figure.used)} MB of it is in use"
+                        )
+                    figure.used += size
+                    figure.charged += size
+                    return
+            # Dropped (a delete, a restore) since the quota was taken: never
+            # charge against nothing, measure first.
+            self.refresh(server_id)
 
     def remember(self, server_id: str, limit_mb: int | None) -> None:
         """The panel told this allocation (in a start or a file request)."""
