@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.agent.sftp.authorizer import CACHE_SECONDS
 from hostplane.infra.servers.models import Server
 from tests.agent.sftp.conftest import SftpWorld, sftp_client
 
@@ -94,7 +95,6 @@ async def test_an_unlimited_server_takes_any_put(
     db: AsyncSession, world: SftpWorld, tmp_path: Path
 ) -> None:
     folder = world.agent.server_dir(world.server.id)
-    await allocate(db, world.server.id, 0)
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(2 * MB))
     token = world.fleet.owner.token
@@ -103,5 +103,11 @@ async def test_an_unlimited_server_takes_any_put(
         with sftp_client(world.port, world.server.id, token) as sftp:
             sftp.put(str(big), "/big.bin")
 
+    await allocate(db, world.server.id, 1)
+    with pytest.raises(OSError, match=r"quota|does not exist"):
+        await asyncio.to_thread(session)
+    # 0 means unlimited; a new login brings the new allocation.
+    await allocate(db, world.server.id, 0)
+    await asyncio.sleep(CACHE_SECONDS)
     await asyncio.to_thread(session)
     assert (folder / "big.bin").read_bytes() == big.read_bytes()

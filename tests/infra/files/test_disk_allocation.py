@@ -217,9 +217,11 @@ async def test_a_pull_larger_than_the_budget_stops_and_leaves_nothing(
 async def test_a_server_without_a_limit_is_not_limited(
     client: httpx.AsyncClient, db: AsyncSession, files: Files
 ) -> None:
+    body = os.urandom(3 * MB)
+    await allocate(db, files, 1)
+    refused(await upload(client, files, "big.bin", body))
     # 0 means unlimited (Pterodactyl's convention for servers brought over from it).
     await allocate(db, files, 0)
-    body = os.urandom(3 * MB)
     uploaded = await upload(client, files, "big.bin", body)
     assert uploaded.status_code == 200, uploaded.text
     copied = await client.post(
