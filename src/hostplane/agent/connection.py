@@ -37,6 +37,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from hostplane.agent import sysinfo
 from hostplane.agent.asks import PanelQuestions
 from hostplane.agent.config import AgentSettings
+from hostplane.agent.disk import MB, recorded_limits
+from hostplane.agent.files.errors import DiskLimitExceeded
 from hostplane.agent.handlers.backups import BackupHandlers
 from hostplane.agent.handlers.context import HandlerContext
 from hostplane.agent.handlers.files import FileHandlers
@@ -126,7 +128,10 @@ class AgentConnection:
             self.questions.ask,
             busy=context.busy.get,
             report=context.notify,
+            disk=context.disk,
         )
+        context.disk.recorded_limit = recorded_limits(getattr(runtime, "run_dir", None))
+        self._disk_stops: set[asyncio.Task[None]] = set()
         self._handlers: dict[type[WireModel], Callable[[Any], Awaitable[Any]]] = {
             **FileHandlers(context).handlers(),
             **BackupHandlers(context).handlers(),
@@ -294,8 +299,58 @@ class AgentConnection:
                 stats = await self.runtime.stats(server_id)
             except AgentRuntimeError:
                 continue
+            # Both runtimes keep the server's files in its folder on this host
+            # (the container's is a bind mount), so one walk measures either.
+            used = await asyncio.to_thread(self.context.disk.used, server_id)
             await self.send(
-                ResourceStats(server_id=server_id, cpu=stats.cpu_percent, memory_mb=stats.memory_mb)
+                ResourceStats(
+                    server_id=server_id,
+                    cpu=stats.cpu_percent,
+                    memory_mb=stats.memory_mb,
+                    disk_usage_mb=round(used / MB, 2),
+                )
+            )
+            self._enforce_disk(server_id)
+
+    async def _check_disk(self, message: StartServer | RestartServer) -> None:
+        """Refuse to start a server over its disk allocation, saying why on its
+        console and in its state (a running server asked to restart is stopped)."""
+        server_id = message.server_id
+        try:
+            await asyncio.to_thread(
+                self.context.disk.check_start, server_id, message.allocated_disk_mb
+            )
+        except DiskLimitExceeded as exc:
+            if isinstance(message, RestartServer):
+                with contextlib.suppress(AgentRuntimeError):
+                    await self.runtime.stop(
+                        server_id,
+                        stop_timeout=message.timeout_seconds or self.settings.stop_timeout,
+                        term_timeout=self.settings.term_timeout,
+                    )
+            reason = str(exc)
+            await self.send(ConsoleOutput(server_id=server_id, stream="system", data=reason + "\n"))
+            await self.send(ServerStateUpdate(server_id=server_id, state="stopped", message=reason))
+            raise
+
+    def _enforce_disk(self, server_id: str) -> None:
+        """Stop a running server whose files exceed its allocation, as Wings does."""
+        reason = self.context.disk.excess(server_id)
+        if reason is None or any(t.get_name() == server_id for t in self._disk_stops):
+            return
+        task = asyncio.create_task(self._stop_over_disk(server_id, reason), name=server_id)
+        self._disk_stops.add(task)
+        task.add_done_callback(self._disk_stops.discard)
+
+    async def _stop_over_disk(self, server_id: str, reason: str) -> None:
+        logger.warning("server %s: %s", server_id, reason)
+        with contextlib.suppress(ConnectionError, websockets.WebSocketException):
+            await self.send(ConsoleOutput(server_id=server_id, stream="system", data=reason + "\n"))
+        with contextlib.suppress(AgentRuntimeError):
+            await self.runtime.stop(
+                server_id,
+                stop_timeout=self.settings.stop_timeout,
+                term_timeout=self.settings.term_timeout,
             )
 
     async def _forward(self) -> None:
@@ -361,6 +416,8 @@ class AgentConnection:
             self.context.ensure_idle(message.server_id)
         if isinstance(message, InstallServer):
             return await self._install(message)
+        if isinstance(message, StartServer | RestartServer):
+            await self._check_disk(message)
         if isinstance(message, StartServer):
             await self.send(ServerStateUpdate(server_id=message.server_id, state="starting"))
             status = await runtime.start(
@@ -422,6 +479,8 @@ class AgentConnection:
         if not script:
             return {"exitCode": 0}
         await self.send(ServerStateUpdate(server_id=server_id, state="installing"))
+        # The script writes the server's files: measured afresh afterwards.
+        self.context.disk.invalidate(server_id)
         try:
             async for batch in self.runtime.install(
                 server_id, script, env=message.merged_environment(), spec=launch_spec(message)
@@ -436,6 +495,7 @@ class AgentConnection:
                 )
             )
             raise
+        self.context.disk.invalidate(server_id)
         await self.send(ServerStateUpdate(server_id=server_id, state="stopped", exit_code=0))
         return {"exitCode": 0}
 

@@ -187,7 +187,8 @@ class SftpAuthorize(WireModel):
 
     Answered with ``response`` (``data``: ``{userId, permissions}``, the file
     permissions held on that server) or ``error`` (``UNAUTHENTICATED``,
-    ``FORBIDDEN``). ``clientIp`` is the SFTP client's address as the node sees
+    ``FORBIDDEN``); ``data`` may also hold ``diskLimitMb``, the server's disk
+    allocation, which SFTP writes respect. ``clientIp`` is the SFTP client's address as the node sees
     it, for API keys limited to some addresses. The credential is a secret:
     it is left out of the model's ``repr`` so it never reaches a log line.
     """
@@ -300,11 +301,14 @@ class StopServer(_Request):
 
 
 class RestartServer(_Request):
+    """Addition: ``allocatedDiskMb``, so a restart over the allocation is refused."""
+
     type: Literal["restart_server"] = "restart_server"
     server_id: str
     server_uuid: str | None = None
     suspended: bool = False
     timeout_seconds: float | None = None
+    allocated_disk_mb: int | None = None
 
 
 class KillServer(_Request):
@@ -346,6 +350,8 @@ class FileOperation(_Request):
     server_uuid: str | None = None
     path: str
     content: str | None = None
+    disk_limit_mb: int | None = None
+    """Addition: the server's disk allocation (MB; see ``_ServerRequest``)."""
 
 
 class CreateBackup(_Request):
@@ -372,6 +378,9 @@ class RestoreBackup(_Request):
     server_dir: str | None = None
     backup_id: str | None = None
     checksum: str | None = None
+    disk_limit_mb: int | None = None
+    """Addition: the server's disk allocation (MB; see ``_ServerRequest``): a
+    backup that expands past it is not restored."""
 
 
 class DeleteBackup(_Request):
@@ -387,6 +396,10 @@ class DeleteBackup(_Request):
 
 class _ServerRequest(_Request):
     server_id: str
+    disk_limit_mb: int | None = None
+    """Addition: the server's disk allocation when the request was sent (MB; 0, a
+    negative number or none: unlimited). The agent refuses writes past it with
+    ``DISK_LIMIT_EXCEEDED``."""
 
 
 class FileList(_ServerRequest):

@@ -49,6 +49,7 @@ from hostplane.agent.backups.store import (
 from hostplane.agent.backups.stream import (
     _Cancelled,
 )
+from hostplane.agent.files.errors import DiskLimitExceeded
 
 
 class _Decompressor:
@@ -220,9 +221,12 @@ class _Extractor:
     found empty. Entries are only ever created below folders this archive
     created, never through a link, and never over an existing entry."""
 
-    def __init__(self, root: Path, *, max_bytes: int, max_files: int) -> None:
+    def __init__(
+        self, root: Path, *, max_bytes: int, max_files: int, disk_limit: int | None = None
+    ) -> None:
         self._root = os.fsencode(root)
         self._max_bytes = max_bytes
+        self._disk_limit = disk_limit
         self._max_files = max_files
         self._kinds: dict[bytes, int] = {}
         self._folders: dict[bytes, tuple[int, int]] = {}
@@ -287,6 +291,13 @@ class _Extractor:
     ) -> None:
         if self.bytes + size > self._max_bytes:
             raise TooLarge(f"the archive holds more than {self._max_bytes} bytes")
+        # Checked on the size each entry declares, before a byte of it is
+        # written: the archive's total is not known before it is read.
+        if self._disk_limit is not None and self.bytes + size > self._disk_limit:
+            raise DiskLimitExceeded(
+                f"the archive holds more than the server's disk allocation"
+                f" ({self._disk_limit // 2**20} MB)"
+            )
         self._claim(name, _tar.REGTYPE)
         fd = os.open(
             self._path(name),
@@ -351,6 +362,7 @@ def _extract(
     max_bytes: int,
     max_files: int,
     progress: Progress | None,
+    disk_limit: int | None = None,
 ) -> RestoreInfo:
     expected = _expected_hex(expected_sha256) if expected_sha256 is not None else None
     try:
@@ -362,7 +374,9 @@ def _extract(
     source = _Decompressor(archive)
     try:
         try:
-            extractor = _Extractor(target, max_bytes=max_bytes, max_files=max_files)
+            extractor = _Extractor(
+                target, max_bytes=max_bytes, max_files=max_files, disk_limit=disk_limit
+            )
             _extract_entries(
                 _TarReader(source), extractor, lambda: throttle.update(source.read_bytes)
             )
@@ -468,6 +482,7 @@ def extract_into(
     max_bytes: int,
     max_files: int,
     progress: Progress | None = None,
+    disk_limit: int | None = None,
 ) -> RestoreInfo:
     """Extracts ``archive`` into ``target_dir``, which must be empty or
     missing; on any failure the folder is left empty.
@@ -492,6 +507,7 @@ def extract_into(
             max_bytes=max_bytes,
             max_files=max_files,
             progress=progress,
+            disk_limit=disk_limit,
         )
     except BaseException:
         _empty_folder(target_dir)
@@ -506,6 +522,7 @@ def restore_archive(
     max_bytes: int,
     max_files: int,
     progress: Progress | None = None,
+    disk_limit: int | None = None,
 ) -> RestoreInfo:
     """Replaces the content of ``target_dir`` with the archive's.
 
@@ -514,7 +531,9 @@ def restore_archive(
     and its checksum matched is the old folder moved aside, the staging
     folder moved to ``target_dir``'s path and the old one deleted. On any
     error ``target_dir`` is untouched. Files created after the backup do not
-    survive. Expects the server to be stopped.
+    survive. Expects the server to be stopped. ``disk_limit`` (bytes, the
+    server's allocation) stops the extraction, with
+    :class:`DiskLimitExceeded`, before an entry would take the content past it.
     """
     if not archive.is_file():
         raise BackupNotFound("the backup archive does not exist")
@@ -529,6 +548,7 @@ def restore_archive(
             max_bytes=max_bytes,
             max_files=max_files,
             progress=progress,
+            disk_limit=disk_limit,
         )
         try:
             folder_mode = stat.S_IMODE(os.stat(target_dir).st_mode)

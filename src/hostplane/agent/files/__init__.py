@@ -11,6 +11,7 @@ from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import (
     AlreadyExists,
     ArchiveRejected,
+    DiskLimitExceeded,
     DownloadFailed,
     FileError,
     FileNotFound,
@@ -41,6 +42,7 @@ __all__ = [
     "AlreadyExists",
     "ArchiveRejected",
     "AtomicWriter",
+    "DiskLimitExceeded",
     "DownloadFailed",
     "FileError",
     "FileNotFound",

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from hostplane.agent.files.confine import (
     DIR_FLAGS,
@@ -48,6 +48,10 @@ from hostplane.agent.files.errors import (
 )
 from hostplane.agent.files.operations import atomic_write, open_read
 
+if TYPE_CHECKING:
+    # Only the type: the disk module imports the file manager's confinement.
+    from hostplane.agent.disk import Quota
+
 MAX_DEPTH = 128
 """Deepest folder nesting an archive may create (deep nesting is a bomb of its own)."""
 
@@ -58,6 +62,8 @@ _ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can hold
 _STAGING_PREFIX = ".extracting-"
 # Room for tar headers, padding and long-name records on top of file data.
 _HEADER_ALLOWANCE = 8192
+# What a new folder is charged to a server's allocation: one block.
+_FOLDER_COST = 4096
 
 _WRITE_MODES = (
     (".tar.gz", "w|gz"),
@@ -191,8 +197,18 @@ def _write_zip(entries: Iterator[tuple[str, os.stat_result, int, str]], sink: IO
                         shutil.copyfileobj(source, target, _CHUNK)
 
 
-def compress(root: ServerRoot, paths: list[str], archive_name: str, destination: str = "/") -> str:
+def compress(
+    root: ServerRoot,
+    paths: list[str],
+    archive_name: str,
+    destination: str = "/",
+    *,
+    quota: Quota | None = None,
+) -> str:
     """Pack ``paths`` into a new archive in ``destination``; returns its user path.
+
+    The archive counts against the server's ``quota``
+    (:class:`DiskLimitExceeded`, and no archive, when it does not fit).
 
     The format follows the name's suffix (``.zip``, ``.tar.gz``/``.tgz``,
     ``.tar.xz``/``.txz``); any other name gets ``.tar.gz`` appended. Each
@@ -224,7 +240,10 @@ def compress(root: ServerRoot, paths: list[str], archive_name: str, destination:
     if os.path.lexists(folder / archive_name):
         raise AlreadyExists(f"{archive_user} already exists")
 
-    with os_errors(archive_user), atomic_write(root, archive_user, max_bytes=None) as writer:
+    with (
+        os_errors(archive_user),
+        atomic_write(root, archive_user, max_bytes=None, quota=quota) as writer,
+    ):
         own = os.fstat(writer.descriptor)
 
         def entries() -> Iterator[tuple[str, os.stat_result, int, str]]:
@@ -330,14 +349,21 @@ def _check_link_target(parts: tuple[str, ...], target: str) -> None:
 class _Extractor:
     """Writes accepted entries under the staging folder, counting as it goes."""
 
-    def __init__(self, stage_fd: int, *, max_bytes: int, max_files: int) -> None:
+    def __init__(
+        self, stage_fd: int, *, max_bytes: int, max_files: int, quota: Quota | None = None
+    ) -> None:
         self._stage = stage_fd
         self._max_bytes = max_bytes
+        self._quota = quota
         self._max_files = max_files
         self.files = 0
         self.bytes = 0
         self.links: list[tuple[str, ...]] = []
         self._regular: set[tuple[str, ...]] = set()
+
+    def _charge(self, size: int) -> None:
+        if self._quota is not None:
+            self._quota.charge(size)
 
     def _count(self) -> None:
         self.files += 1
@@ -353,6 +379,7 @@ class _Extractor:
                     child = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     self._count()
+                    self._charge(_FOLDER_COST)
                     os.mkdir(name, 0o755, dir_fd=fd)
                     child = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except OSError:
@@ -407,6 +434,9 @@ class _Extractor:
                         raise ArchiveRejected(
                             f"The archive expands to more than {self._max_bytes} bytes"
                         )
+                    # The server's allocation: what is left of it is this
+                    # extraction's budget, charged before the bytes land.
+                    self._charge(len(chunk))
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
@@ -614,15 +644,23 @@ def _staging_parent(root: ServerRoot, target: Path) -> Path:
 
 
 def decompress(
-    root: ServerRoot, archive_path: str, target_path: str, *, max_bytes: int, max_files: int
+    root: ServerRoot,
+    archive_path: str,
+    target_path: str,
+    *,
+    max_bytes: int,
+    max_files: int,
+    quota: Quota | None = None,
 ) -> dict[str, Any]:
     """Extract an archive into ``target_path`` (created if missing).
 
     The format is recognised by its first bytes, not its name. Returns
     ``{"files": entries created, "bytes": bytes of file data, "targetPath": ...}``.
     Raises :class:`ArchiveRejected` for entries leaving the folder, device
-    files, or more than ``max_bytes`` / ``max_files``, and
-    :class:`UnsupportedArchive` for anything not an archive.
+    files, or more than ``max_bytes`` / ``max_files``,
+    :class:`DiskLimitExceeded` past what the server's ``quota`` leaves, and
+    :class:`UnsupportedArchive` for anything not an archive. On any error
+    nothing of the archive is left in the server's folder.
     """
     archive_user = root.normalize(archive_path)
     target_user = root.normalize(target_path)
@@ -644,7 +682,9 @@ def decompress(
             try:
                 stage_fd = os.open(stage_name, DIR_FLAGS, dir_fd=parent_fd)
                 try:
-                    extractor = _Extractor(stage_fd, max_bytes=max_bytes, max_files=max_files)
+                    extractor = _Extractor(
+                        stage_fd, max_bytes=max_bytes, max_files=max_files, quota=quota
+                    )
                     if kind == "zip":
                         _extract_zip(source, extractor, max_files)
                     else:
@@ -654,6 +694,10 @@ def decompress(
                     with root.open_dir(target, create=True) as target_fd:
                         _check_conflicts(stage_fd, target_fd, ())
                         _move_into(stage_fd, target_fd)
+                except BaseException:
+                    if quota is not None:
+                        quota.refund()
+                    raise
                 finally:
                     os.close(stage_fd)
             finally:

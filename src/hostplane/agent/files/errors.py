@@ -49,6 +49,12 @@ class TooLarge(FileError):
     code = "TOO_LARGE"
 
 
+class DiskLimitExceeded(FileError):
+    """The write would take the server past its disk allocation; nothing of it is kept."""
+
+    code = "DISK_LIMIT_EXCEEDED"
+
+
 class ArchiveRejected(FileError):
     """The archive tried to escape its folder, holds device files, or expands too far."""
 

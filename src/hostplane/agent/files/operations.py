@@ -17,7 +17,7 @@ import stat
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hostplane.agent.files.confine import DIR_FLAGS, ServerRoot, check_name, open_relative
 from hostplane.agent.files.errors import (
@@ -30,9 +30,14 @@ from hostplane.agent.files.errors import (
     os_errors,
 )
 
+if TYPE_CHECKING:
+    from hostplane.agent.disk import Quota
+
 _CHUNK = 1024 * 1024
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _DOUBLE_SUFFIXES = (".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst")
+# What a new folder is charged to a server's allocation: one block.
+_FOLDER_COST = 4096
 
 
 def _entry(name: str, info: os.stat_result) -> dict[str, Any]:
@@ -103,12 +108,26 @@ def open_read(root: ServerRoot, path: str) -> tuple[BinaryIO, int]:
 
 
 class AtomicWriter:
-    """What :func:`atomic_write` yields: a sink that counts and limits what it gets."""
+    """What :func:`atomic_write` yields: a sink that counts and limits what it gets.
 
-    def __init__(self, fd: int, user_path: str, max_bytes: int | None) -> None:
+    With a ``quota``, the bytes beyond the size of the file being replaced
+    (``replacing``) are charged to the server's allocation before they are
+    written: editing a file near the limit stays possible, growing it does not.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        user_path: str,
+        max_bytes: int | None,
+        quota: Quota | None = None,
+        replacing: int = 0,
+    ) -> None:
         self._fd = fd
         self._user_path = user_path
         self._max_bytes = max_bytes
+        self._quota = quota
+        self._replacing = replacing
         self.bytes_written = 0
 
     @property
@@ -120,6 +139,9 @@ class AtomicWriter:
         size = len(data)
         if self._max_bytes is not None and self.bytes_written + size > self._max_bytes:
             raise TooLarge(f"{self._user_path}: the file would exceed {self._max_bytes} bytes")
+        if self._quota is not None:
+            beyond = self.bytes_written + size - self._replacing
+            self._quota.charge(min(size, beyond))
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -137,14 +159,21 @@ class AtomicWriter:
 
 @contextlib.contextmanager
 def atomic_write(
-    root: ServerRoot, path: str, *, max_bytes: int | None, make_parents: bool = True
+    root: ServerRoot,
+    path: str,
+    *,
+    max_bytes: int | None,
+    make_parents: bool = True,
+    quota: Quota | None = None,
 ) -> Iterator[AtomicWriter]:
     """Write a file by renaming a finished temporary file over it.
 
     The temporary file lives in the target's folder (same filesystem) and is
-    removed if the block raises or ``max_bytes`` is exceeded
-    (:class:`TooLarge`). Readers never see a half-written file. After the
-    block, ``writer.bytes_written`` holds the file's size.
+    removed if the block raises, ``max_bytes`` is exceeded
+    (:class:`TooLarge`) or the server's ``quota`` would be
+    (:class:`DiskLimitExceeded`); what was charged to the quota is then
+    given back. Readers never see a half-written file. After the block,
+    ``writer.bytes_written`` holds the file's size.
     """
     user = root.normalize(path)
     host = root.resolve(path)
@@ -152,17 +181,20 @@ def atomic_write(
         raise InvalidPath("The server's root folder cannot be overwritten")
     with os_errors(user), root.open_parent(host, create=make_parents) as (parent, name):
         mode = 0o644
+        replacing = 0
         with contextlib.suppress(FileNotFoundError):
             current = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISDIR(current.st_mode):
                 raise IsADirectory(f"{user} is a folder")
             if stat.S_ISREG(current.st_mode):
                 mode = stat.S_IMODE(current.st_mode) & 0o777
+                # Another hard link keeps the old content: replacing frees nothing.
+                replacing = current.st_size if current.st_nlink == 1 else 0
         temporary = f".{name[:200]}.{secrets.token_hex(6)}.part"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temporary, flags, 0o600, dir_fd=parent)
+        writer = AtomicWriter(fd, user, max_bytes, quota, replacing)
         try:
-            writer = AtomicWriter(fd, user, max_bytes)
             yield writer
             os.fchmod(fd, mode)
             os.fsync(fd)
@@ -171,7 +203,13 @@ def atomic_write(
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary, dir_fd=parent)
+            if quota is not None:
+                quota.refund()
             raise
+        else:
+            if quota is not None:
+                # What the new content did not charge, the old one freed.
+                quota.credit(replacing - writer.bytes_written)
         finally:
             os.close(fd)
 
@@ -273,7 +311,9 @@ def _copy_name(name: str, number: int, is_dir: bool) -> str:
     return stem + label + suffix
 
 
-def _copy_file_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> None:
+def _copy_file_at(
+    src_dir: int, src_name: str, dst_dir: int, dst_name: str, quota: Quota | None = None
+) -> None:
     source = os.open(src_name, _READ_FLAGS, dir_fd=src_dir)
     try:
         info = os.fstat(source)
@@ -284,6 +324,8 @@ def _copy_file_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> N
         target = os.open(dst_name, flags, stat.S_IMODE(info.st_mode) & 0o777, dir_fd=dst_dir)
         try:
             while chunk := os.read(source, _CHUNK):
+                if quota is not None:
+                    quota.charge(len(chunk))
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(target, view) :]
@@ -294,8 +336,12 @@ def _copy_file_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> N
         os.close(source)
 
 
-def _copy_tree_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> None:
+def _copy_tree_at(
+    src_dir: int, src_name: str, dst_dir: int, dst_name: str, quota: Quota | None = None
+) -> None:
     """Copy a folder without following links: links are copied as links."""
+    if quota is not None:
+        quota.charge(_FOLDER_COST)
     os.mkdir(dst_name, 0o700, dir_fd=dst_dir)
     with contextlib.ExitStack() as stack:
         src_top = os.open(src_name, DIR_FLAGS, dir_fd=src_dir)
@@ -317,12 +363,14 @@ def _copy_tree_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> N
                     for item in items:
                         info = item.stat(follow_symlinks=False)
                         if stat.S_ISDIR(info.st_mode):
+                            if quota is not None:
+                                quota.charge(_FOLDER_COST)
                             os.mkdir(item.name, 0o700, dir_fd=dst)
                             pending.append((*relative, item.name))
                         elif stat.S_ISLNK(info.st_mode):
                             os.symlink(os.readlink(item.name, dir_fd=src), item.name, dir_fd=dst)
                         elif stat.S_ISREG(info.st_mode):
-                            _copy_file_at(src, item.name, dst, item.name)
+                            _copy_file_at(src, item.name, dst, item.name, quota)
                         # Sockets, FIFOs and devices are not copied.
                 finally:
                     os.close(dst)
@@ -330,11 +378,15 @@ def _copy_tree_at(src_dir: int, src_name: str, dst_dir: int, dst_name: str) -> N
                 os.close(src)
 
 
-def copy(root: ServerRoot, source: str, destination: str | None = None) -> str:
+def copy(
+    root: ServerRoot, source: str, destination: str | None = None, *, quota: Quota | None = None
+) -> str:
     """Copy a file, link or folder; returns the copy's user path.
 
     Without ``destination`` the copy goes next to the source as
-    ``name copy.ext``, then ``name copy 2.ext`` and so on.
+    ``name copy.ext``, then ``name copy 2.ext`` and so on. With a ``quota``,
+    the copy stops at the server's allocation (:class:`DiskLimitExceeded`)
+    and what was copied is removed.
     """
     source_user = root.normalize(source)
     source_host = root.resolve(source, must_exist=True, follow_symlinks=False)
@@ -369,18 +421,22 @@ def copy(root: ServerRoot, source: str, destination: str | None = None) -> str:
     ):
         try:
             if is_dir:
-                _copy_tree_at(src_dir, src_name, dst_dir, dst_name)
+                _copy_tree_at(src_dir, src_name, dst_dir, dst_name, quota)
             elif stat.S_ISLNK(info.st_mode):
                 os.symlink(os.readlink(src_name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
             elif stat.S_ISREG(info.st_mode):
-                _copy_file_at(src_dir, src_name, dst_dir, dst_name)
+                _copy_file_at(src_dir, src_name, dst_dir, dst_name, quota)
             else:
                 raise InvalidPath(f"{source_user} is not a regular file")
         except FileExistsError:
             # Created by someone else meanwhile: not ours to remove.
+            if quota is not None:
+                quota.refund()
             raise AlreadyExists(f"{destination_user} already exists") from None
         except BaseException:
             _remove_at(dst_dir, dst_name)
+            if quota is not None:
+                quota.refund()
             raise
     return destination_user
 

@@ -16,13 +16,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import httpx
 
 from hostplane.agent.files.confine import ServerRoot, check_name
 from hostplane.agent.files.errors import (
+    DiskLimitExceeded,
     DownloadFailed,
     FileError,
     IsADirectory,
@@ -31,6 +32,10 @@ from hostplane.agent.files.errors import (
     UrlRejected,
 )
 from hostplane.agent.files.operations import atomic_write
+
+if TYPE_CHECKING:
+    # Only the type: the disk module imports the file manager's confinement.
+    from hostplane.agent.disk import Quota
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -127,12 +132,23 @@ def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: IPAddres
 
 
 async def _save(
-    root: ServerRoot, target_user: str, response: httpx.Response, max_bytes: int
+    root: ServerRoot,
+    target_user: str,
+    response: httpx.Response,
+    max_bytes: int,
+    quota: Quota | None,
 ) -> int:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise TooLarge(f"{target_user}: the file is larger than {max_bytes} bytes")
-    manager = atomic_write(root, target_user, max_bytes=max_bytes, make_parents=False)
+    if quota is not None and declared.isdigit() and int(declared) > quota.remaining:
+        # Announced: refused before a byte is fetched. Unannounced or
+        # understated sizes are stopped by the charges as the bytes arrive.
+        raise DiskLimitExceeded(
+            f"{target_user}: the file ({int(declared)} bytes) does not fit in the"
+            f" server's disk allocation ({quota.remaining} bytes free)"
+        )
+    manager = atomic_write(root, target_user, max_bytes=max_bytes, make_parents=False, quota=quota)
     writer = await asyncio.to_thread(manager.__enter__)
     try:
         async for chunk in response.aiter_raw():
@@ -154,6 +170,7 @@ async def _download(
     request_timeout: float,
     allow_address: Callable[[IPAddress], bool],
     max_redirects: int,
+    quota: Quota | None,
 ) -> int:
     # trust_env=False: a proxy from the environment would connect on our
     # behalf to whatever the name resolves to, defeating the pinning.
@@ -173,7 +190,7 @@ async def _download(
                     continue
                 if not response.is_success:
                     raise DownloadFailed(f"The server answered {response.status_code}")
-                return await _save(root, target_user, response, max_bytes)
+                return await _save(root, target_user, response, max_bytes, quota)
             finally:
                 await response.aclose()
     raise DownloadFailed(f"More than {max_redirects} redirects")
@@ -190,6 +207,7 @@ async def pull(
     timeout: float,  # noqa: ASYNC109
     allow_address: Callable[[IPAddress], bool] = is_public_address,
     max_redirects: int = 5,
+    quota: Quota | None = None,
 ) -> dict[str, Any]:
     """Download ``url`` into ``directory``; returns ``{"path", "size"}``.
 
@@ -198,7 +216,9 @@ async def pull(
     complete. Raises :class:`UrlRejected` (scheme, credentials, an address
     ``allow_address`` refuses, on any hop), :class:`TooLarge` and
     :class:`DownloadFailed` (non-2xx answer, network error, ``timeout``
-    seconds overall exceeded).
+    seconds overall exceeded), and :class:`DiskLimitExceeded` when the file
+    does not fit in what the server's ``quota`` leaves (the download stops
+    there and nothing of it is kept).
     """
     parsed = _parse(url)
     folder = root.resolve(directory, must_exist=True)
@@ -218,6 +238,7 @@ async def pull(
                 request_timeout=timeout,
                 allow_address=allow_address,
                 max_redirects=max_redirects,
+                quota=quota,
             )
     except TimeoutError:
         raise DownloadFailed(f"The download took longer than {timeout:g} seconds") from None

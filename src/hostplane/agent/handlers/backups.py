@@ -12,6 +12,7 @@ from typing import Any
 
 from hostplane.agent.backups import archive
 from hostplane.agent.backups.store import BackupNotFound, BackupStore
+from hostplane.agent.disk import limit_bytes
 from hostplane.agent.handlers.context import HandlerContext
 from hostplane.agent.runtime import ServerAlreadyRunning
 from hostplane.agent.streams import CHUNK_SIZE
@@ -122,7 +123,11 @@ class BackupHandlers:
                 max_bytes=self.ctx.settings.archive_max_bytes,
                 max_files=self.ctx.settings.archive_max_files,
                 progress=self.ctx.progress(server_id, "restore", message.request_id),
+                # The restored files replace the server's: their total is
+                # held against the whole allocation, not what is left of it.
+                disk_limit=limit_bytes(message.disk_limit_mb),
             )
+            self.ctx.disk.invalidate(server_id)
         return {"files": info.files, "bytes": info.bytes}
 
     async def delete(self, message: DeleteBackup) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 import websockets
 
 from hostplane.agent.config import AgentSettings
+from hostplane.agent.disk import DiskUsage
 from hostplane.agent.peers import PeerListener
 from hostplane.agent.runtime import AgentRuntimeError
 from hostplane.agent.streams import StreamHub
@@ -36,6 +37,11 @@ class HandlerContext:
     busy: dict[str, str] = field(default_factory=dict)
     """Servers whose files are being replaced or copied, and by what."""
     _notes: set[asyncio.Task[None]] = field(default_factory=set)
+    disk: DiskUsage = field(init=False)
+    """Every server's disk usage, shared by all that write into its folder."""
+
+    def __post_init__(self) -> None:
+        self.disk = DiskUsage(self.server_dir)
 
     @contextlib.contextmanager
     def exclusive(self, server_id: str, operation: str) -> Iterator[None]:

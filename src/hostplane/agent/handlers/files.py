@@ -7,8 +7,10 @@ flow control, so neither side ever holds a whole file in memory.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from hostplane.agent.disk import Quota
 from hostplane.agent.files import archives, operations
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import FileError, TooLarge
@@ -49,6 +51,11 @@ class FileHandlers:
         folder.mkdir(parents=True, exist_ok=True)
         return ServerRoot(folder)
 
+    async def quota(self, server_id: str, limit_mb: int | None) -> Quota | None:
+        """The budget the server's allocation leaves (``None``: unlimited)."""
+        quota: Quota | None = await self.ctx.run(self.ctx.disk.quota, server_id, limit_mb)
+        return quota
+
     def handlers(self) -> dict[type[WireModel], Any]:
         return {
             FileList: self.list,
@@ -86,8 +93,11 @@ class FileHandlers:
 
     async def write(self, message: FileWrite) -> Any:
         root = self.root(message.server_id)
+        quota = await self.quota(message.server_id, message.disk_limit_mb)
         async with self.ctx.streams.incoming(message.stream_id) as incoming:
-            with operations.atomic_write(root, message.path, max_bytes=message.max_bytes) as out:
+            with operations.atomic_write(
+                root, message.path, max_bytes=message.max_bytes, quota=quota
+            ) as out:
                 async for chunk in incoming.chunks():
                     await self.ctx.run(out.write, chunk)
                 end = incoming.end
@@ -102,9 +112,13 @@ class FileHandlers:
         return {"path": root.normalize(message.path)}
 
     async def delete(self, message: FileDelete) -> Any:
-        count = await self.ctx.run(
-            operations.delete_paths, self.root(message.server_id), list(message.paths)
-        )
+        try:
+            count = await self.ctx.run(
+                operations.delete_paths, self.root(message.server_id), list(message.paths)
+            )
+        finally:
+            # Space was freed: measured afresh before the next write relies on it.
+            self.ctx.disk.invalidate(message.server_id)
         return {"deleted": count}
 
     async def rename(self, message: FileRename) -> Any:
@@ -113,8 +127,10 @@ class FileHandlers:
         return {"path": root.normalize(message.destination)}
 
     async def copy(self, message: FileCopy) -> Any:
+        root = self.root(message.server_id)
+        quota = await self.quota(message.server_id, message.disk_limit_mb)
         path = await self.ctx.run(
-            operations.copy, self.root(message.server_id), message.path, message.destination
+            functools.partial(operations.copy, quota=quota), root, message.path, message.destination
         )
         return {"path": path}
 
@@ -124,35 +140,44 @@ class FileHandlers:
         return {"path": root.normalize(message.path), "mode": f"{message.mode:04o}"}
 
     async def compress(self, message: FileCompress) -> Any:
+        root = self.root(message.server_id)
+        quota = await self.quota(message.server_id, message.disk_limit_mb)
         path = await self.ctx.run(
             archives.compress,
-            self.root(message.server_id),
+            root,
             list(message.paths),
             message.archive_name,
             message.destination,
+            quota=quota,
         )
         return {"archivePath": path}
 
     async def decompress(self, message: FileDecompress) -> Any:
         settings = self.ctx.settings
+        root = self.root(message.server_id)
+        quota = await self.quota(message.server_id, message.disk_limit_mb)
         return await self.ctx.run(
             archives.decompress,
-            self.root(message.server_id),
+            root,
             message.archive_path,
             message.target_path,
             max_bytes=settings.archive_max_bytes,
             max_files=settings.archive_max_files,
+            quota=quota,
         )
 
     async def pull(self, message: FilePull) -> Any:
         settings = self.ctx.settings
+        root = self.root(message.server_id)
+        quota = await self.quota(message.server_id, message.disk_limit_mb)
         return await pull_from_url(
-            self.root(message.server_id),
+            root,
             message.url,
             message.directory,
             message.filename,
             max_bytes=settings.pull_max_bytes,
             timeout=settings.pull_timeout,
+            quota=quota,
         )
 
     async def legacy(self, message: FileOperation) -> Any:
@@ -161,12 +186,15 @@ class FileHandlers:
         if message.operation == "list":
             return await self.ctx.run(operations.list_dir, root, message.path)
         if message.operation == "delete":
-            return {"deleted": await self.ctx.run(operations.delete_paths, root, [message.path])}
+            deleted = await self.ctx.run(operations.delete_paths, root, [message.path])
+            self.ctx.disk.invalidate(message.server_id)
+            return {"deleted": deleted}
         if message.operation == "write":
             data = (message.content or "").encode()
             if len(data) > INLINE_MAX_BYTES:
                 raise TooLarge("inline content is limited to 5 MB; stream larger files")
-            await self.ctx.run(_write_all, root, message.path, data)
+            quota = await self.quota(message.server_id, message.disk_limit_mb)
+            await self.ctx.run(_write_all, root, message.path, data, quota)
             return {"path": root.normalize(message.path), "size": len(data)}
         handle, size = await self.ctx.run(operations.open_read, root, message.path)
         with handle:
@@ -176,6 +204,6 @@ class FileHandlers:
         return {"content": data.decode("utf-8", "replace"), "size": size}
 
 
-def _write_all(root: ServerRoot, path: str, data: bytes) -> None:
-    with operations.atomic_write(root, path, max_bytes=None) as out:
+def _write_all(root: ServerRoot, path: str, data: bytes, quota: Quota | None) -> None:
+    with operations.atomic_write(root, path, max_bytes=None, quota=quota) as out:
         out.write(data)

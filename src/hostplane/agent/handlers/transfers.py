@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from hostplane.agent.backups import archive
 from hostplane.agent.backups.store import ChecksumMismatch, validate_id
+from hostplane.agent.disk import limit_bytes
 from hostplane.agent.handlers.context import HandlerContext
 from hostplane.agent.peers import push
 from hostplane.agent.runtime import AgentRuntimeError, ServerAlreadyRunning
@@ -167,6 +168,9 @@ class TransferHandlers:
                 files,
                 max_bytes=self.ctx.settings.archive_max_bytes,
                 max_files=self.ctx.settings.archive_max_files,
+                # The server's allocation travels with it: files that would
+                # not fit here are not accepted.
+                disk_limit=limit_bytes(message.disk_limit_mb),
             )
         except BaseException:
             receiver.abort()
@@ -182,6 +186,7 @@ class TransferHandlers:
             raise NothingStaged("no transfer is staged for this server")
         target = self.ctx.server_dir(server_id)
         await self.ctx.run(_swap_in, staged, target, self.staging(server_id) / "previous")
+        self.ctx.disk.invalidate(server_id)
         await self.ctx.run(shutil.rmtree, self.staging(server_id), True)
         return {"committed": True}
 

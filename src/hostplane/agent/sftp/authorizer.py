@@ -39,6 +39,8 @@ class SftpGrant:
     server_id: str
     user_id: str
     permissions: frozenset[str]
+    disk_limit_mb: int | None = None
+    """The server's disk allocation (MB; none, 0 or negative: unlimited)."""
 
     def allows(self, *any_of: str) -> bool:
         return any(permission in self.permissions for permission in any_of)
@@ -53,7 +55,11 @@ def _grant(server_id: str, data: Any) -> SftpGrant | None:
     held = frozenset(p for p in permissions if isinstance(p, str))
     if LOGIN_PERMISSION not in held:
         return None
-    return SftpGrant(server_id=server_id, user_id=user_id, permissions=held)
+    limit = data.get("diskLimitMb")
+    disk_limit_mb = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+    return SftpGrant(
+        server_id=server_id, user_id=user_id, permissions=held, disk_limit_mb=disk_limit_mb
+    )
 
 
 class SftpAuthorizer:

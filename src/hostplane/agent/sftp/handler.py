@@ -16,6 +16,13 @@ content and listing need ``file.read``; creating files and folders
 changing attributes ``file.update`` or ``file.write``; deleting (and
 overwriting through a rename) ``file.delete``. Looking at one path's
 attributes needs any of them, so that a writer can see what is there.
+
+Writes respect the server's disk allocation (the grant's ``disk_limit_mb``):
+the bytes a write adds to its file are charged first, and a write past the
+allocation fails with "disk quota exceeded" (``SSH_FX_QUOTA_EXCEEDED`` for
+version 5 and 6 clients, ``SSH_FX_FAILURE`` with that text for older ones).
+A file the refused session created is removed when it is closed, so an
+upload that did not fit leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -60,11 +67,14 @@ from asyncssh.sftp import (
     SFTPNoSuchFile,
     SFTPNotADirectory,
     SFTPPermissionDenied,
+    SFTPQuotaExceeded,
 )
 
+from hostplane.agent.disk import DiskUsage, Quota
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import (
     AlreadyExists,
+    DiskLimitExceeded,
     FileError,
     FileNotFound,
     InvalidPath,
@@ -120,6 +130,8 @@ def _from_os_error(exc: OSError, user: str) -> SFTPError:
 
 def _from_file_error(exc: FileError) -> SFTPError:
     text = str(exc)
+    if isinstance(exc, DiskLimitExceeded):
+        return SFTPQuotaExceeded(f"disk quota exceeded: {text}")
     if isinstance(exc, FileNotFound):
         return SFTPNoSuchFile(text)
     if isinstance(exc, AlreadyExists):
@@ -155,13 +167,37 @@ def _mode(attrs: SFTPAttrs, default: int) -> int:
 class OpenFile:
     """An SFTP handle: a descriptor opened through the confinement, and how."""
 
-    __slots__ = ("closed", "fd", "path", "readable", "writable", "written")
+    __slots__ = (
+        "append",
+        "closed",
+        "created",
+        "fd",
+        "path",
+        "readable",
+        "refused",
+        "writable",
+        "written",
+    )
 
-    def __init__(self, fd: int, path: str, *, readable: bool, writable: bool) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        *,
+        readable: bool,
+        writable: bool,
+        created: bool = False,
+        append: bool = False,
+    ) -> None:
         self.fd = fd
         self.path = path
         self.readable = readable
         self.writable = writable
+        self.created = created
+        """This open made the file (it did not exist before)."""
+        self.append = append
+        self.refused = False
+        """A write was refused for the disk allocation."""
         self.closed = False
         self.written = 0
 
@@ -176,6 +212,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         grant: SftpGrant,
         busy: Callable[[], str | None] = lambda: None,
         activity: Callable[[SftpAction, str, int | None], None] = lambda action, path, size: None,
+        disk: DiskUsage | None = None,
     ) -> None:
         # No asyncssh chroot: its mapping follows links that lead outside.
         super().__init__(chan)
@@ -184,6 +221,23 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         self._busy = busy
         # Every change is reported for the server's log, once it succeeded.
         self._activity = activity
+        self._disk = disk
+        self._quota: Quota | None = None
+
+    def _charge(self, size: int) -> None:
+        """Charge ``size`` more bytes to the server's allocation (blocks: may measure)."""
+        if self._disk is None or size <= 0:
+            return
+        if self._quota is None:
+            self._quota = self._disk.quota(self._grant.server_id, self._grant.disk_limit_mb)
+            if self._quota is None:
+                self._disk = None  # unlimited
+                return
+        self._quota.charge(size)
+
+    def _freed(self, size: int) -> None:
+        if self._disk is not None and size > 0:
+            self._disk.adjust(self._grant.server_id, -size)
 
     # -- helpers ----------------------------------------------------------
 
@@ -335,7 +389,11 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             except BaseException:
                 os.close(fd)
                 raise
-            return OpenFile(fd, user, readable=read, writable=write)
+            if truncate and info is not None and info.st_nlink == 1:
+                self._freed(info.st_size)
+            return OpenFile(
+                fd, user, readable=read, writable=write, created=info is None, append=append
+            )
 
         return await self._run(user, work)
 
@@ -354,6 +412,14 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         self._ensure_idle()
 
         def work() -> int:
+            size = os.fstat(handle.fd).st_size
+            # O_APPEND writes at the end whatever the offset says.
+            end = (size if handle.append else offset) + len(data)
+            try:
+                self._charge(end - size)
+            except DiskLimitExceeded:
+                handle.refused = True
+                raise
             view = memoryview(data)
             position = offset
             while view:
@@ -370,9 +436,22 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         handle = _handle(file_obj)
         if not handle.closed:
             handle.closed = True
+            if handle.refused and handle.created:
+                self._remove_refused(handle)
             os.close(handle.fd)
-            if handle.written:
+            if handle.written and not (handle.refused and handle.created):
                 self._activity("upload", handle.path, handle.written)
+
+    def _remove_refused(self, handle: OpenFile) -> None:
+        """Remove the file a refused upload created, if it is still the same file."""
+        with contextlib.suppress(OSError, FileError, SFTPError):
+            own = os.fstat(handle.fd)
+            host = self._root.resolve(handle.path, follow_symlinks=False)
+            with self._root.open_parent(host) as (parent, name):
+                there = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if (there.st_dev, there.st_ino) == (own.st_dev, own.st_ino):
+                    os.unlink(name, dir_fd=parent)
+                    self._freed(own.st_size)
 
     async def fstat(self, file_obj: object) -> os.stat_result:
         handle = _handle(file_obj)

@@ -22,6 +22,7 @@ import asyncssh
 
 from hostplane.agent.asks import Ask
 from hostplane.agent.config import AgentSettings, split_host_port
+from hostplane.agent.disk import DiskUsage
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.sftp.authorizer import SftpAuthorizer, SftpGrant
 from hostplane.agent.sftp.handler import ConfinedSFTPServer
@@ -103,8 +104,10 @@ class SftpService:
         *,
         busy: Callable[[str], str | None] = lambda server_id: None,
         report: Callable[[SftpActivity], None] = lambda activity: None,
+        disk: DiskUsage | None = None,
     ) -> None:
         self.settings = settings
+        self._disk = disk
         self._busy = busy
         self._report = report
         self.authorizer = SftpAuthorizer(ask)
@@ -161,6 +164,7 @@ class SftpService:
             ServerRoot(self._server_dir(server_id)),
             grant,
             busy=lambda: self._busy(server_id),
+            disk=self._disk,
             activity=lambda action, path, size: self._report(
                 SftpActivity(
                     server_id=server_id,

@@ -9,7 +9,7 @@ from hostplane.infra.backups import service
 from hostplane.infra.backups.models import Backup
 from hostplane.infra.nodes.rpc import AgentFailed, AgentRpc, NodeUnavailable
 from hostplane.infra.servers.progress import job_follows
-from hostplane.platform.jobs.context import JobContext
+from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
 from hostplane.platform.jobs.registry import job_handler
 from hostplane.protocol import CreateBackup, DeleteBackup, RestoreBackup
 
@@ -80,13 +80,25 @@ async def restore_backup_job(ctx: JobContext, *, backup_id: str) -> None:
         if backup is None:
             return
         node_id, server_id, checksum = backup.node_id, backup.server_id, backup.checksum
+        disk_limit_mb = await service.disk_limit_of(session, server_id)
     calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
     async with job_follows(ctx, server_id, "restore"):
-        await calls.call(
-            node_id,
-            RestoreBackup(server_id=server_id, backup_id=backup_id, checksum=checksum),
-            within=RESTORE_TIMEOUT,
-        )
+        try:
+            await calls.call(
+                node_id,
+                RestoreBackup(
+                    server_id=server_id,
+                    backup_id=backup_id,
+                    checksum=checksum,
+                    disk_limit_mb=disk_limit_mb,
+                ),
+                within=RESTORE_TIMEOUT,
+            )
+        except AgentFailed as exc:
+            if exc.agent_code == "DISK_LIMIT_EXCEEDED":
+                # Trying again cannot help until the allocation grows.
+                raise PermanentJobFailure(exc.message, code=exc.code) from exc
+            raise
     log.info("backups.restored", backup_id=backup_id, server_id=server_id)
 
 

@@ -233,3 +233,9 @@ async def apply_report(session: AsyncSession, node_id: str, report: BackupComple
         mark_completed(backup, size_bytes=size, checksum=report.checksum)
     else:
         mark_failed(backup, report.error or "the node could not make the backup")
+
+
+async def disk_limit_of(session: AsyncSession, server_id: str) -> int | None:
+    """The server's disk allocation (MB), which a restore must fit in."""
+    server = await session.get(Server, server_id)
+    return None if server is None else server.allocated_disk_mb

@@ -103,6 +103,9 @@ class FileTarget:
     node_id: str
     tenant_id: str
     context: RequestContext
+    disk_limit_mb: int | None = None
+    """The server's disk allocation, sent with every request so the node
+    refuses writes past it (``DISK_LIMIT_EXCEEDED``)."""
 
     @property
     def principal(self) -> Principal:
@@ -205,7 +208,7 @@ async def open_target(
             lifecycle.ensure_not_suspended(server.status)
         node = await nodes.get_node(session, server.node_id)
         nodes.ensure_online(node)
-        return FileTarget(server.id, node.id, server.tenant_id, context)
+        return FileTarget(server.id, node.id, server.tenant_id, context, server.allocated_disk_mb)
 
 
 async def redeem_link(
@@ -292,14 +295,18 @@ def _rpc(runtime: Runtime, target: FileTarget) -> AgentRpc:
 async def list_files(runtime: Runtime, target: FileTarget, path: str | None) -> list[Any]:
     folder = check_path(path, default="/")
     found = await _rpc(runtime, target).call(
-        target.node_id, FileList(server_id=target.server_id, path=folder), within=QUICK_ANSWER
+        target.node_id,
+        FileList(server_id=target.server_id, disk_limit_mb=target.disk_limit_mb, path=folder),
+        within=QUICK_ANSWER,
     )
     return list(found or [])
 
 
 async def stat(runtime: Runtime, target: FileTarget, path: str) -> dict[str, Any]:
     found = await _rpc(runtime, target).call(
-        target.node_id, FileStat(server_id=target.server_id, path=path), within=QUICK_ANSWER
+        target.node_id,
+        FileStat(server_id=target.server_id, disk_limit_mb=target.disk_limit_mb, path=path),
+        within=QUICK_ANSWER,
     )
     return dict(found or {})
 
@@ -309,6 +316,7 @@ async def read_content(runtime: Runtime, target: FileTarget, path: str | None) -
     file_path = check_path(path)
     message = FileRead(
         server_id=target.server_id,
+        disk_limit_mb=target.disk_limit_mb,
         path=file_path,
         stream_id="",
         max_bytes=runtime.settings.files.content_max_bytes,
@@ -329,7 +337,9 @@ def open_download(
     runtime: Runtime, target: FileTarget, path: str
 ) -> AbstractAsyncContextManager[Download]:
     """The agent's stream of a file; entering it raises the agent's refusal (404, 400)."""
-    message = FileRead(server_id=target.server_id, path=path, stream_id="")
+    message = FileRead(
+        server_id=target.server_id, disk_limit_mb=target.disk_limit_mb, path=path, stream_id=""
+    )
     return _rpc(runtime, target).download(target.node_id, message)
 
 
@@ -350,7 +360,13 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 async def _write(
     runtime: Runtime, target: FileTarget, path: str, chunks: AsyncIterable[bytes], limit: int
 ) -> dict[str, Any]:
-    message = FileWrite(server_id=target.server_id, path=path, stream_id="", max_bytes=limit)
+    message = FileWrite(
+        server_id=target.server_id,
+        disk_limit_mb=target.disk_limit_mb,
+        path=path,
+        stream_id="",
+        max_bytes=limit,
+    )
     written = await _rpc(runtime, target).upload(target.node_id, message, chunks)
     return dict(written or {})
 
@@ -390,7 +406,11 @@ async def create(
         if content is not None:
             raise _invalid("content", "a directory has no content")
         made = await _rpc(runtime, target).call(
-            target.node_id, FileMkdir(server_id=target.server_id, path=new_path), within=ANSWER
+            target.node_id,
+            FileMkdir(
+                server_id=target.server_id, disk_limit_mb=target.disk_limit_mb, path=new_path
+            ),
+            within=ANSWER,
         )
         result = dict(made or {})
         await _audit(
@@ -446,7 +466,9 @@ async def delete(runtime: Runtime, target: FileTarget, paths: list[str]) -> int:
         raise _invalid("paths", "paths must name at least one file")
     checked = [check_path(p, field="paths") for p in paths]
     result = await _rpc(runtime, target).call(
-        target.node_id, FileDelete(server_id=target.server_id, paths=checked), within=LONG_ANSWER
+        target.node_id,
+        FileDelete(server_id=target.server_id, disk_limit_mb=target.disk_limit_mb, paths=checked),
+        within=LONG_ANSWER,
     )
     deleted = int((result or {}).get("deleted", 0))
     await _audit(runtime, target, "file.delete", {"paths": checked, "deleted": deleted})
@@ -458,7 +480,12 @@ async def rename(runtime: Runtime, target: FileTarget, source: str, destination:
     new = check_path(destination, field="to")
     result = await _rpc(runtime, target).call(
         target.node_id,
-        FileRename(server_id=target.server_id, source=old, destination=new),
+        FileRename(
+            server_id=target.server_id,
+            disk_limit_mb=target.disk_limit_mb,
+            source=old,
+            destination=new,
+        ),
         within=ANSWER,
     )
     path = str((result or {}).get("path", new))
@@ -471,7 +498,12 @@ async def copy(runtime: Runtime, target: FileTarget, path: str, destination: str
     copy_to = check_path(destination, field="destination") if destination is not None else None
     result = await _rpc(runtime, target).call(
         target.node_id,
-        FileCopy(server_id=target.server_id, path=source, destination=copy_to),
+        FileCopy(
+            server_id=target.server_id,
+            disk_limit_mb=target.disk_limit_mb,
+            path=source,
+            destination=copy_to,
+        ),
         within=LONG_ANSWER,
     )
     made = str((result or {}).get("path"))
@@ -484,7 +516,12 @@ async def chmod(runtime: Runtime, target: FileTarget, path: str, mode: int | str
     bits = parse_mode(mode)
     await _rpc(runtime, target).call(
         target.node_id,
-        FileChmod(server_id=target.server_id, path=file_path, mode=bits),
+        FileChmod(
+            server_id=target.server_id,
+            disk_limit_mb=target.disk_limit_mb,
+            path=file_path,
+            mode=bits,
+        ),
         within=ANSWER,
     )
     shown = f"{bits:04o}"
@@ -511,7 +548,11 @@ async def compress(
     result = await _rpc(runtime, target).call(
         target.node_id,
         FileCompress(
-            server_id=target.server_id, paths=checked, archive_name=name, destination=folder
+            server_id=target.server_id,
+            disk_limit_mb=target.disk_limit_mb,
+            paths=checked,
+            archive_name=name,
+            destination=folder,
         ),
         within=LONG_ANSWER,
     )
@@ -528,7 +569,12 @@ async def decompress(
     result = dict(
         await _rpc(runtime, target).call(
             target.node_id,
-            FileDecompress(server_id=target.server_id, archive_path=archive, target_path=into),
+            FileDecompress(
+                server_id=target.server_id,
+                disk_limit_mb=target.disk_limit_mb,
+                archive_path=archive,
+                target_path=into,
+            ),
             within=LONG_ANSWER,
         )
         or {}
@@ -557,7 +603,13 @@ async def pull(
     result = dict(
         await _rpc(runtime, target).call(
             target.node_id,
-            FilePull(server_id=target.server_id, url=source, directory=folder, filename=name),
+            FilePull(
+                server_id=target.server_id,
+                disk_limit_mb=target.disk_limit_mb,
+                url=source,
+                directory=folder,
+                filename=name,
+            ),
             within=LONG_ANSWER,
         )
         or {}

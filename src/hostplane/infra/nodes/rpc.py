@@ -66,6 +66,7 @@ _AGENT_ERRORS: dict[str, tuple[int, str]] = {
     "NOT_RUNNING": (409, "CONFLICT"),
     "SERVER_BUSY": (409, "CONFLICT"),
     "TOO_LARGE": (413, "TOO_LARGE"),
+    "DISK_LIMIT_EXCEEDED": (413, "DISK_LIMIT_EXCEEDED"),
     "CHECKSUM_MISMATCH": (502, "CHECKSUM_MISMATCH"),
     "DOWNLOAD_FAILED": (502, "DOWNLOAD_FAILED"),
     # The agent never got the stream's first credit: the path between us lost it.

@@ -48,9 +48,15 @@ class SftpGrant:
 
     user_id: str
     permissions: tuple[str, ...]
+    disk_limit_mb: int | None = None
+    """The server's disk allocation: the node refuses SFTP writes past it."""
 
     def data(self) -> dict[str, object]:
-        return {"userId": self.user_id, "permissions": list(self.permissions)}
+        return {
+            "userId": self.user_id,
+            "permissions": list(self.permissions),
+            "diskLimitMb": self.disk_limit_mb,
+        }
 
 
 async def authorize(
@@ -94,7 +100,10 @@ async def authorize(
             except AccessDenied:
                 continue
             held.append(permission)
-    return SftpGrant(user_id=principal.user_id, permissions=tuple(held))
+        disk_limit_mb = server.allocated_disk_mb
+    return SftpGrant(
+        user_id=principal.user_id, permissions=tuple(held), disk_limit_mb=disk_limit_mb
+    )
 
 
 _VERBS: Final = {

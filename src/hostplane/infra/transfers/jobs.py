@@ -99,7 +99,12 @@ class _DirectUnavailable(Exception):
 
 
 async def _copy(
-    ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str
+    ctx: JobContext,
+    calls: AgentRpc,
+    source: str,
+    target: str,
+    server_id: str,
+    disk_limit_mb: int | None = None,
 ) -> tuple[Any, str]:
     """Copy the archive; returns the target's answer and the route it took."""
     token = secrets.token_urlsafe(32)
@@ -107,19 +112,28 @@ async def _copy(
     url = prepared.get("url") if isinstance(prepared, dict) else None
     if isinstance(url, str) and url:
         try:
-            return await _copy_direct(calls, source, target, server_id, url, token), "direct"
+            copied = await _copy_direct(calls, source, target, server_id, url, token, disk_limit_mb)
+            return copied, "direct"
         except _DirectUnavailable as exc:
             log.info("transfers.relaying", server_id=server_id, reason=str(exc))
-    return await _copy_relayed(ctx, calls, source, target, server_id), "relayed"
+    return await _copy_relayed(ctx, calls, source, target, server_id, disk_limit_mb), "relayed"
 
 
 async def _copy_direct(
-    calls: AgentRpc, source: str, target: str, server_id: str, url: str, token: str
+    calls: AgentRpc,
+    source: str,
+    target: str,
+    server_id: str,
+    url: str,
+    token: str,
+    disk_limit_mb: int | None,
 ) -> Any:
     receiving = asyncio.create_task(
         calls.call(
             target,
-            TransferImport(server_id=server_id, stream_id="", direct=True),
+            TransferImport(
+                server_id=server_id, stream_id="", direct=True, disk_limit_mb=disk_limit_mb
+            ),
             within=IMPORT_TIMEOUT,
         )
     )
@@ -159,7 +173,12 @@ async def _stop_waiting(answer: asyncio.Task[Any]) -> None:
 
 
 async def _copy_relayed(
-    ctx: JobContext, calls: AgentRpc, source: str, target: str, server_id: str
+    ctx: JobContext,
+    calls: AgentRpc,
+    source: str,
+    target: str,
+    server_id: str,
+    disk_limit_mb: int | None,
 ) -> Any:
     async with calls.download(source, TransferExport(server_id=server_id, stream_id="")) as export:
 
@@ -168,7 +187,7 @@ async def _copy_relayed(
 
         imported = await calls.upload(
             target,
-            TransferImport(server_id=server_id, stream_id=""),
+            TransferImport(server_id=server_id, stream_id="", disk_limit_mb=disk_limit_mb),
             _counted(ctx, server_id, export),
             sha256=announced,
             within=IMPORT_TIMEOUT,
@@ -189,6 +208,8 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
         status = transfer.status
         server_id = transfer.server_id
         source, target = transfer.source_node_id, transfer.target_node_id
+        # The server's allocation travels with it: the target refuses more.
+        disk_limit_mb = await service.disk_limit_of(session, server_id)
         if status == "pending":
             transfer.status = "copying"
     calls = AgentRpc(ctx.runtime.bus, tenant_id=ctx.tenant_id)
@@ -203,7 +224,7 @@ async def run_transfer(ctx: JobContext, *, transfer_id: str) -> None:
     await _publish_progress(ctx, server_id, 0, stage="copying")
     try:
         async with job_follows(ctx, server_id, "transfer"):
-            imported, route = await _copy(ctx, calls, source, target, server_id)
+            imported, route = await _copy(ctx, calls, source, target, server_id, disk_limit_mb)
         async with ctx.unit_of_work() as session:
             scope_to_tenant(session, ctx.tenant_id)
             await service.set_stage(

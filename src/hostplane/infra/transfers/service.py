@@ -156,3 +156,9 @@ async def fail(session: AsyncSession, transfer_id: str, error: str) -> None:
     server = await session.get(Server, transfer.server_id, with_for_update=True)
     if server is not None and server.status == "transferring":
         servers.set_status(session, server, "stopped", reason=f"transfer failed: {error}")
+
+
+async def disk_limit_of(session: AsyncSession, server_id: str) -> int | None:
+    """The server's disk allocation (MB): the target refuses an import past it."""
+    server = await session.get(Server, server_id)
+    return None if server is None else server.allocated_disk_mb
