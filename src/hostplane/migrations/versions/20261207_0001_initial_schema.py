@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:55:19.089131
+Create Date: 2026-12-07 17:10:25.256759
 """
 
 from collections.abc import Sequence
@@ -234,6 +234,11 @@ def upgrade() -> None:
         ),
         sa.Column(
             "required_variables",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "variables",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
