@@ -211,3 +211,28 @@ async def test_egg_import(client: httpx.AsyncClient, db: AsyncSession) -> None:
     assert data["features"] == {"configFiles": ["server.properties"]}
     refused = await client.post("/api/admin/templates/import", json={"x": 1}, headers=admin.headers)
     assert refused.status_code == 400
+
+
+async def test_egg_import_refuses_odd_shapes_with_400_not_500(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    admin = await logged_in(client, db, role="admin")
+    odd = await client.post(
+        "/api/admin/templates/import",
+        json=EGG | {"scripts": "not an object", "description": ["x"]},
+        headers=admin.headers,
+    )
+    assert odd.status_code == 201, odd.text
+    assert odd.json()["data"]["installScript"] is None
+    assert odd.json()["data"]["description"] is None
+    long_image = await client.post(
+        "/api/admin/templates/import",
+        json=EGG | {"docker_images": {"x": "ghcr.io/" + "a" * 300}},
+        headers=admin.headers,
+    )
+    assert long_image.status_code == 400
+    assert "255" in long_image.json()["error"]["message"]
+    bad_variables = await client.post(
+        "/api/admin/templates/import", json=EGG | {"variables": ["x"]}, headers=admin.headers
+    )
+    assert bad_variables.status_code == 400

@@ -253,7 +253,9 @@ def egg_to_template(egg: Mapping[str, Any]) -> dict[str, Any]:
 
     config = egg.get("config") or {}
     stop = config.get("stop") if isinstance(config, Mapping) else None
-    scripts = (egg.get("scripts") or {}).get("installation") or {}
+    all_scripts = egg.get("scripts")
+    found = all_scripts.get("installation") if isinstance(all_scripts, Mapping) else None
+    scripts: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     files = config.get("files") if isinstance(config, Mapping) else None
     if isinstance(files, str):
         try:
@@ -262,18 +264,29 @@ def egg_to_template(egg: Mapping[str, Any]) -> dict[str, Any]:
             files = None
     return {
         "name": str(egg.get("name") or "Imported egg")[:100],
-        "description": egg.get("description"),
-        "docker_image": image,
+        "description": _text(egg.get("description")),
+        "docker_image": _short(image, "docker image"),
         "start_command": translate(str(egg["startup"])),
-        "stop_command": stop if isinstance(stop, str) else None,
+        "stop_command": _short(stop, "stop command") if isinstance(stop, str) else None,
         "ports": [],
         "environment": environment,
         "required_variables": required,
         "variables": variables,
         "features": {"configFiles": sorted(files)} if isinstance(files, Mapping) else {},
-        "install_script": scripts.get("script"),
-        "install_image": scripts.get("container"),
+        "install_script": _text(scripts.get("script")),
+        "install_image": _short(_text(scripts.get("container")), "install image"),
     }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _short(value: str | None, what: str) -> str | None:
+    """Egg fields stored in 255-character columns: a longer one is refused, not cut."""
+    if value is not None and len(value) > 255:
+        raise ValidationFailed(f"The egg's {what} is longer than 255 characters")
+    return value
 
 
 async def import_egg(session: AsyncSession, egg: Mapping[str, Any]) -> Template:
