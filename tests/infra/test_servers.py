@@ -323,7 +323,8 @@ async def test_install_start_stop_restart_kill_publish_agent_commands(
     assert response.status_code == 200 and response.json()["data"]["status"] == "starting"
     (start,) = messages
     assert start["type"] == "start_server"
-    assert start["startCommand"] == "python3 -u echo.py --memory 1024M"
+    # The value travels in the environment; the command only refers to it.
+    assert start["startCommand"] == 'python3 -u echo.py --memory "${MEMORY}"'
     assert start["environment"]["MEMORY"] == "1024M" and start["environment"]["MODE"] == "test"
     assert start["environment"]["SERVER_PORT"] == "30000"
     assert start["suspended"] is False

@@ -143,6 +143,7 @@ async def test_agent_command_builds_the_full_message(db: AsyncSession, fleet: Fl
     message = await service.agent_command(db, fleet.server.id, "start_server")
     assert message is not None
     assert message["type"] == "start_server" and message["serverUuid"] == fleet.server.uuid
-    assert message["startCommand"] == "python3 -u echo.py --memory 1024M"
+    assert message["startCommand"] == 'python3 -u echo.py --memory "${MEMORY}"'
+    assert message["environment"]["MEMORY"] == "1024M"
     assert await service.agent_command(db, "missing", "start_server") is None
     await db.commit()

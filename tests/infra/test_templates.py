@@ -1,5 +1,7 @@
 """Templates: CRUD, ``{{VAR}}`` substitution, bundled templates, egg import."""
 
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,22 +34,58 @@ def _template(**values: Any) -> Any:
         ),
         environment=values.get("environment", {"MEMORY": "{{MEMORY}}", "PORT": "{{PORT}}"}),
         required_variables=values.get("required_variables", ["MEMORY", "PORT"]),
+        variables=values.get("variables", []),
     )
 
 
-def test_render_substitutes_like_the_document() -> None:
+def test_render_puts_references_in_the_command_and_values_in_the_environment() -> None:
     command, env = templates.render(_template(), {"MEMORY": "4096M", "PORT": "25565"})
-    assert command == "java -Xmx4096M -jar server.jar --port 25565"
+    assert command == 'java -Xmx"${MEMORY}" -jar server.jar --port "${PORT}"'
     assert env == {"MEMORY": "4096M", "PORT": "25565"}
 
 
-def test_render_adds_server_variables_and_tolerates_spaces() -> None:
+def test_render_keeps_declared_names_and_builtins_only_and_tolerates_spaces() -> None:
     command, env = templates.render(
-        _template(start_command="run {{ MEMORY }}", environment={"A": "x{{PORT}}y"}),
-        {"MEMORY": "1G", "PORT": "1", "EXTRA": "e"},
+        _template(
+            start_command="run {{ MEMORY }}",
+            environment={"A": "x{{PORT}}y", "MEMORY": "{{MEMORY}}", "PORT": "{{PORT}}"},
+        ),
+        {"MEMORY": "1G", "PORT": "1", "EXTRA": "e", "LD_PRELOAD": "/x.so", "SERVER_MEMORY": "9"},
     )
-    assert command == "run 1G"
-    assert env == {"A": "x1y", "MEMORY": "1G", "PORT": "1", "EXTRA": "e"}
+    assert command == 'run "${MEMORY}"'
+    # Derived entries are filled from the values; undeclared names never reach the process.
+    assert env == {"MEMORY": "1G", "PORT": "1", "SERVER_MEMORY": "9", "A": "x1y"}
+
+
+def test_references_follow_the_shell_quoting_around_them() -> None:
+    command, _env = templates.render(
+        _template(
+            start_command='a {{MEMORY}} "b {{MEMORY}}" \'c {{MEMORY}}\' \\"{{PORT}}',
+        ),
+        {"MEMORY": "1", "PORT": "2"},
+    )
+    assert command == 'a "${MEMORY}" "b ${MEMORY}" \'c \'"${MEMORY}"\'\' \\""${PORT}"'
+
+
+def test_hostile_values_stay_one_word_in_a_real_shell(tmp_path: Path) -> None:
+    command, env = templates.render(
+        _template(
+            start_command="printf '%s|' {{MEMORY}} \"{{PORT}}\" 'q {{PORT}}'",
+            environment={"MEMORY": "{{MEMORY}}", "PORT": "{{PORT}}"},
+        ),
+        {"MEMORY": "x; touch pwned", "PORT": "$(touch pwned2) `touch pwned3` *"},
+    )
+    done = subprocess.run(
+        ["/bin/sh", "-c", command],
+        env=env | {"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hostile = "$(touch pwned2) `touch pwned3` *"
+    assert done.stdout == f"x; touch pwned|{hostile}|q {hostile}|"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_render_names_every_missing_variable() -> None:
@@ -173,3 +211,28 @@ async def test_egg_import(client: httpx.AsyncClient, db: AsyncSession) -> None:
     assert data["features"] == {"configFiles": ["server.properties"]}
     refused = await client.post("/api/admin/templates/import", json={"x": 1}, headers=admin.headers)
     assert refused.status_code == 400
+
+
+async def test_egg_import_refuses_odd_shapes_with_400_not_500(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    admin = await logged_in(client, db, role="admin")
+    odd = await client.post(
+        "/api/admin/templates/import",
+        json=EGG | {"scripts": "not an object", "description": ["x"]},
+        headers=admin.headers,
+    )
+    assert odd.status_code == 201, odd.text
+    assert odd.json()["data"]["installScript"] is None
+    assert odd.json()["data"]["description"] is None
+    long_image = await client.post(
+        "/api/admin/templates/import",
+        json=EGG | {"docker_images": {"x": "ghcr.io/" + "a" * 300}},
+        headers=admin.headers,
+    )
+    assert long_image.status_code == 400
+    assert "255" in long_image.json()["error"]["message"]
+    bad_variables = await client.post(
+        "/api/admin/templates/import", json=EGG | {"variables": ["x"]}, headers=admin.headers
+    )
+    assert bad_variables.status_code == 400

@@ -13,7 +13,7 @@ from hostplane.core.http.deps import Authenticated, PageDep, SessionDep, require
 from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
 from hostplane.core.principal import Principal
 from hostplane.infra.nodes import service as nodes
-from hostplane.infra.servers import allocations, logs, service, subusers
+from hostplane.infra.servers import allocations, logs, service, subusers, variables
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.schemas import (
     ActionResult,
@@ -64,16 +64,30 @@ _MESSAGES = {
 }
 
 
-async def _detail(session: AsyncSession, server: Server) -> ServerDetail:
+async def _detail(session: AsyncSession, principal: Principal, server: Server) -> ServerDetail:
+    """The server as ``principal`` may see it: the startup command and variables only
+    with ``server.details`` (hidden variables only for operators)."""
     node, template = await service.node_and_template(session, server)
-    return ServerDetail.model_validate(
-        {
-            **{f: getattr(server, f) for f in ServerDetail.model_fields if hasattr(server, f)},
-            "node": NodeRef.model_validate(node),
-            "template": TemplateRef.model_validate(template),
-            "ip_address": node.public_address,
-        }
-    )
+    fields = {f: getattr(server, f) for f in ServerDetail.model_fields if hasattr(server, f)}
+    details, operator = await variables.details_access(session, principal, server)
+    environment = server.environment or {}
+    fields |= {
+        "node": NodeRef.model_validate(node),
+        "template": TemplateRef.model_validate(template),
+        "ip_address": node.public_address,
+        "environment": (
+            variables.visible_environment(template, environment, operator=operator)
+            if details
+            else None
+        ),
+        "startup_command": template.start_command if details else None,
+        "variables": (
+            variables.visible_variables(template, environment, operator=operator)
+            if details
+            else None
+        ),
+    }
+    return ServerDetail.model_validate(fields)
 
 
 def _result(server: Server, message: str) -> Envelope[ActionResult]:
@@ -115,16 +129,17 @@ async def create_server(
     a node without room, 404 for an unknown template or node, 409 for a taken port."""
     values = body.model_dump(by_alias=False, exclude={"location_id"})
     server = await service.create_server(session, principal, **values)
-    return ok(await _detail(session, server))
+    return ok(await _detail(session, principal, server))
 
 
 @router.get("/{server_id}", response_model=Envelope[ServerDetail])
 async def get_server(
     server_id: str, session: SessionDep, principal: Authenticated
 ) -> Envelope[ServerDetail]:
-    """One server with its node, template, variables and crash counters."""
+    """One server with its node, template and crash counters; its startup command and
+    variables only for callers allowed ``server.details``."""
     server = await service.load_for(session, principal, server_id, ("server.read",))
-    return ok(await _detail(session, server))
+    return ok(await _detail(session, principal, server))
 
 
 @router.put("/{server_id}", response_model=Envelope[ServerDetail])
@@ -135,7 +150,7 @@ async def update_server(
     server = await service.update_server(
         session, principal, server_id, body.model_dump(by_alias=False, exclude_unset=True)
     )
-    return ok(await _detail(session, server))
+    return ok(await _detail(session, principal, server))
 
 
 @router.delete("/{server_id}", response_model=Envelope[ActionResult])

@@ -48,10 +48,32 @@ class TemplateRef(ApiModel):
     docker_image: str
 
 
+class ServerVariableOut(ApiModel):
+    """Pterodactyl's startup variable: its value on this server and whether the caller
+    may change it."""
+
+    name: str
+    description: str | None
+    env_variable: str
+    default_value: str
+    server_value: str
+    is_editable: bool
+    rules: str
+
+
 class ServerDetail(ServerOut):
     node: NodeRef
     template: TemplateRef
-    environment: dict[str, Any]
+    environment: dict[str, Any] | None = Field(
+        description="The server's variables; null without ``server.details``."
+    )
+    startup_command: str | None = Field(
+        description="The template's start command with its ``{{VAR}}`` placeholders; "
+        "null without ``server.details``."
+    )
+    variables: list[ServerVariableOut] | None = Field(
+        description="Each variable the caller may see; null without ``server.details``."
+    )
     container_id: str | None
     network_sent: int | None
     network_received: int | None

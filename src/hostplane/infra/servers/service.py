@@ -36,6 +36,7 @@ from hostplane.infra.nodes.models import Node
 from hostplane.infra.servers import lifecycle
 from hostplane.infra.servers.lifecycle import LIVE, OFF, STATES
 from hostplane.infra.servers.models import Server, ServerAllocation
+from hostplane.infra.servers.variables import apply_changes, variables_for
 from hostplane.infra.templates import service as templates
 from hostplane.infra.templates.models import Template
 
@@ -264,28 +265,6 @@ async def allocations_of(session: AsyncSession, server_id: str) -> Sequence[Serv
 # --- rendering and commands -------------------------------------------------------------------
 
 
-def builtin_variables(server: Server, node: Node, bindings: Mapping[int, int]) -> dict[str, str]:
-    """Variables every template may use (Pterodactyl's names)."""
-    values = {
-        "SERVER_MEMORY": str(server.allocated_memory_mb),
-        "SERVER_IP": "0.0.0.0",  # noqa: S104 - the server listens on every interface of its node
-        "SERVER_UUID": server.uuid,
-        "SERVER_NAME": server.name,
-    }
-    if server.primary_port is not None:
-        values["SERVER_PORT"] = str(server.primary_port)
-        if server.primary_port in bindings:
-            values["SERVER_HOST_PORT"] = str(bindings[server.primary_port])
-    values["SERVER_PUBLIC_ADDRESS"] = node.public_address
-    return values
-
-
-def variables_for(
-    server: Server, node: Node, bindings: Mapping[int, int], environment: Mapping[str, Any]
-) -> dict[str, str]:
-    return builtin_variables(server, node, bindings) | {k: str(v) for k, v in environment.items()}
-
-
 async def _bindings(session: AsyncSession, server: Server) -> dict[int, int]:
     return {a.container_port: a.host_port for a in await allocations_of(session, server.id)}
 
@@ -468,7 +447,9 @@ async def create_server(
         allocated_disk_mb=allocated_disk_mb,
         primary_port=primary_port,
         network_mode=network_mode,
-        environment=dict(environment or {}),
+        environment=apply_changes(
+            template, {}, environment or {}, operator=principal.has("server.update")
+        ),
         restart_policy=restart_policy,
         max_crash_count=max_crash_count,
         recent_crashes=[],
@@ -508,7 +489,8 @@ async def update_server(
     session: AsyncSession, principal: Principal, server_id: str, changes: Mapping[str, Any]
 ) -> Server:
     """Change a server. Resources (memory, CPU, disk) and the owner are an operator's
-    (global ``server.update``) and need a stopped server; owners rename and set variables."""
+    (global ``server.update``) and need a stopped server; owners rename and set the
+    variables their template lets them (``variables.apply_changes``)."""
     server = await load_for(session, principal, server_id, ("server.update",))
     lifecycle.ensure_not_suspended(server.status)
     resources = {k: v for k, v in changes.items() if k in RESOURCE_FIELDS and v is not None}
@@ -516,6 +498,16 @@ async def update_server(
         raise Forbidden(
             "Changing a server's resources or owner is for operators",
             details={"permission": "server.update"},
+        )
+    # Variables are checked before anything changes: a refusal leaves the server as it was.
+    template = await templates.get_template(session, server.template_id)
+    environment = None
+    if changes.get("environment") is not None:
+        environment = apply_changes(
+            template,
+            server.environment or {},
+            {k: str(v) for k, v in changes["environment"].items()},
+            operator=principal.has("server.update"),
         )
     if "name" in changes and changes["name"] is not None:
         _validate_name(changes["name"])
@@ -539,10 +531,8 @@ async def update_server(
         )
         for field, value in wanted.items():
             setattr(server, field, value)
-    if changes.get("environment") is not None:
+    if environment is not None:
         node = await nodes.get_node(session, server.node_id)
-        template = await templates.get_template(session, server.template_id)
-        environment = {k: str(v) for k, v in changes["environment"].items()}
         templates.render(
             template, variables_for(server, node, await _bindings(session, server), environment)
         )

@@ -24,6 +24,9 @@ class Template(IdMixin, TenantScoped, TimestampMixin, Base):
     # Values may hold {{VAR}} placeholders, filled from the server's variables.
     environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
     required_variables: Mapped[list[Any]] = mapped_column(default=list)
+    # Declared variables in Pterodactyl's egg shape (env_variable, default_value,
+    # user_viewable, user_editable, rules): the only names a server may set.
+    variables: Mapped[list[Any]] = mapped_column(default=list)
     features: Mapped[dict[str, Any]] = mapped_column(default=dict)
     install_script: Mapped[str | None] = mapped_column(Text)
     install_image: Mapped[str | None] = mapped_column(String(255))

@@ -11,11 +11,19 @@ from hostplane.core.http.envelope import Empty, Envelope, ok
 from hostplane.core.principal import Principal
 from hostplane.infra.servers import service as servers
 from hostplane.infra.templates import service
+from hostplane.infra.templates.models import Template
 from hostplane.infra.templates.schemas import TemplateCreate, TemplateOut, TemplateUpdate
+from hostplane.infra.templates.variables import definitions
 
 router = APIRouter(tags=["templates"])
 
 TemplateManager = Annotated[Principal, Depends(require("template.manage"))]
+
+
+def _out(template: Template) -> TemplateOut:
+    fields = {name: getattr(template, name) for name in TemplateOut.model_fields}
+    fields["variables"] = [d.as_dict() for d in definitions(template)]
+    return TemplateOut.model_validate(fields)
 
 
 @router.get("/api/templates", response_model=Envelope[list[TemplateOut]])
@@ -23,7 +31,7 @@ async def list_templates(
     session: SessionDep, _principal: Authenticated
 ) -> Envelope[list[TemplateOut]]:
     """Every template of the tenant."""
-    return ok([TemplateOut.model_validate(t) for t in await service.list_templates(session)])
+    return ok([_out(t) for t in await service.list_templates(session)])
 
 
 @router.get("/api/templates/{template_id}", response_model=Envelope[TemplateOut])
@@ -31,7 +39,7 @@ async def get_template(
     template_id: str, session: SessionDep, _principal: Authenticated
 ) -> Envelope[TemplateOut]:
     """One template."""
-    return ok(TemplateOut.model_validate(await service.get_template(session, template_id)))
+    return ok(_out(await service.get_template(session, template_id)))
 
 
 @router.post("/api/templates", response_model=Envelope[TemplateOut], status_code=201)
@@ -40,7 +48,7 @@ async def create_template(
 ) -> Envelope[TemplateOut]:
     """Create a template. Values may hold ``{{VAR}}`` placeholders."""
     template = await service.create_template(session, body.model_dump(mode="json", by_alias=False))
-    return ok(TemplateOut.model_validate(template))
+    return ok(_out(template))
 
 
 @router.put("/api/templates/{template_id}", response_model=Envelope[TemplateOut])
@@ -50,7 +58,7 @@ async def update_template(
     """Change a template; servers use the new values from their next install or start."""
     changes = body.model_dump(mode="json", by_alias=False, exclude_unset=True)
     template = await service.update_template(session, template_id, changes)
-    return ok(TemplateOut.model_validate(template))
+    return ok(_out(template))
 
 
 @router.delete("/api/templates/{template_id}", response_model=Empty)
@@ -71,4 +79,4 @@ async def import_egg(
     _principal: TemplateManager,
 ) -> Envelope[TemplateOut]:
     """Create a template from a Pterodactyl or Pelican egg."""
-    return ok(TemplateOut.model_validate(await service.import_egg(session, egg)))
+    return ok(_out(await service.import_egg(session, egg)))

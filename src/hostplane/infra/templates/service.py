@@ -13,9 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.errors import NotFound, ValidationFailed
 from hostplane.infra.templates.models import Template
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from hostplane.infra.templates.variables import (
+    NAME,
+    PLACEHOLDER,
+    NameNotSettable,
+    check_declarations,
+    definitions,
+    denied_reason,
+    is_builtin,
+    shell_references,
+)
 
 FIELDS = (
     "name",
@@ -26,6 +33,7 @@ FIELDS = (
     "ports",
     "environment",
     "required_variables",
+    "variables",
     "features",
     "install_script",
     "install_image",
@@ -55,45 +63,77 @@ class Renderable(Protocol):
     @property
     def required_variables(self) -> list[Any]: ...
 
+    @property
+    def variables(self) -> list[Any]: ...
+
 
 def placeholders(text: str) -> list[str]:
-    return [match.group(1) for match in _PLACEHOLDER.finditer(text)]
+    return [match.group(1) for match in PLACEHOLDER.finditer(text)]
 
 
 def render(template: Renderable, variables: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """The start command and environment with every ``{{VAR}}`` filled from ``variables``.
+    """The start command and the environment the server's process gets.
 
-    The environment is the template's, with the server's variables laid over
-    it. Raises ``ValidationFailed`` (400) naming every required variable that
-    has no value and every placeholder nothing fills, in the order they appear.
+    ``variables`` holds the built-in values and the server's own. Only declared
+    variables (their value, else their default) and built-ins enter the
+    environment; any other name is dropped. The template's derived environment
+    entries (``"JAVA_OPTS": "-Xmx{{SERVER_MEMORY}}M"``) are filled from those.
+    The start command holds no value: each ``{{VAR}}`` becomes a quoted
+    ``${VAR}`` reference that the shell expands from the environment.
+
+    Raises ``ValidationFailed`` (400) naming every required variable without a
+    value and every placeholder nothing fills, in the order they appear.
     """
-    missing = [
-        name for name in template.required_variables if not str(variables.get(name, "")).strip()
-    ]
-    referenced = placeholders(template.start_command)
-    for value in template.environment.values():
-        referenced.extend(placeholders(str(value)))
-    missing.extend(name for name in referenced if name not in variables and name not in missing)
-    if missing:
-        raise MissingVariables(list(dict.fromkeys(missing)))
+    declared = definitions(template)
+    environment: dict[str, str] = {}
+    for variable in declared:
+        name = variable.env_variable
+        environment[name] = str(variables.get(name, variable.default_value))
+    for name, value in variables.items():
+        if is_builtin(name):
+            environment[name] = str(value)
+    required = [str(name) for name in template.required_variables or ()]
+    required += [v.env_variable for v in declared if v.required]
+    missing = [name for name in required if not environment.get(name, "").strip()]
 
     def fill(text: str) -> str:
-        return _PLACEHOLDER.sub(lambda match: str(variables[match.group(1)]), text)
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environment:
+                missing.append(name)
+                return ""
+            return environment[name]
 
-    environment = {key: fill(str(value)) for key, value in template.environment.items()}
-    for key, value in variables.items():
-        if key not in environment and _VARIABLE.match(key):
-            environment[key] = str(value)
-    return fill(template.start_command), environment
+        return PLACEHOLDER.sub(value, text)
+
+    derived = {
+        key: fill(str(value))
+        for key, value in (template.environment or {}).items()
+        if key not in environment and not is_builtin(key) and denied_reason(key) is None
+    }
+    environment |= derived
+    command, unresolved = shell_references(template.start_command, environment.__contains__)
+    missing.extend(unresolved)
+    if missing:
+        raise MissingVariables(list(dict.fromkeys(missing)))
+    return command, environment
 
 
-def _validate(values: Mapping[str, Any]) -> None:
+def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with its variable declarations checked and normalised (400 if bad)."""
     for name in values.get("required_variables") or ():
-        if not _VARIABLE.match(name):
+        if not NAME.match(name):
             raise ValidationFailed(f"Invalid variable name: {name}")
     for name in values.get("environment") or {}:
-        if not _VARIABLE.match(name):
+        if not NAME.match(name):
             raise ValidationFailed(f"Invalid environment variable name: {name}")
+        reason = denied_reason(name)
+        if reason is not None:
+            raise NameNotSettable(name, "denied", f"it {reason}")
+    checked = dict(values)
+    if values.get("variables") is not None:
+        checked["variables"] = check_declarations(values["variables"])
+    return checked
 
 
 async def list_templates(session: AsyncSession) -> Sequence[Template]:
@@ -108,7 +148,7 @@ async def get_template(session: AsyncSession, template_id: str) -> Template:
 
 
 async def create_template(session: AsyncSession, values: Mapping[str, Any]) -> Template:
-    _validate(values)
+    values = _validate(values)
     template = Template(**{key: values[key] for key in FIELDS if key in values})
     session.add(template)
     await session.flush()
@@ -119,7 +159,7 @@ async def update_template(
     session: AsyncSession, template_id: str, changes: Mapping[str, Any]
 ) -> Template:
     template = await get_template(session, template_id)
-    _validate(changes)
+    changes = _validate(changes)
     for key in FIELDS:
         if key in changes:
             setattr(template, key, changes[key])
@@ -182,26 +222,40 @@ def egg_to_template(egg: Mapping[str, Any]) -> dict[str, Any]:
         image = str(images[0])
     else:
         raise ValidationFailed("The egg names no Docker image")
-    environment: dict[str, str] = {}
-    required: list[str] = []
+    declared: list[dict[str, Any]] = []
     for variable in egg.get("variables") or ():
-        name = str(variable.get("env_variable", "")).strip()
-        if not _VARIABLE.match(name):
-            continue
-        environment[name] = str(variable.get("default_value") or "")
-        rules = variable.get("rules") or ""
-        rules_text = "|".join(rules) if isinstance(rules, list) else str(rules)
-        if "required" in rules_text.split("|"):
-            required.append(name)
+        if not isinstance(variable, Mapping):
+            raise ValidationFailed("The egg's variables must be objects")
+        declared.append(
+            {
+                key: variable.get(key)
+                for key in (
+                    "name",
+                    "description",
+                    "env_variable",
+                    "default_value",
+                    "user_viewable",
+                    "user_editable",
+                    "rules",
+                )
+            }
+        )
+    # Checked here so a bad egg is refused before anything is created.
+    variables = check_declarations(declared)
+    # The older fields too, for clients that read only them.
+    environment = {v["env_variable"]: v["default_value"] for v in variables}
+    required = [v["env_variable"] for v in variables if "required" in str(v["rules"]).split("|")]
 
     def translate(text: str) -> str:
-        return _PLACEHOLDER.sub(
+        return PLACEHOLDER.sub(
             lambda m: "{{" + _EGG_BUILTINS.get(m.group(1), m.group(1)) + "}}", text
         )
 
     config = egg.get("config") or {}
     stop = config.get("stop") if isinstance(config, Mapping) else None
-    scripts = (egg.get("scripts") or {}).get("installation") or {}
+    all_scripts = egg.get("scripts")
+    found = all_scripts.get("installation") if isinstance(all_scripts, Mapping) else None
+    scripts: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     files = config.get("files") if isinstance(config, Mapping) else None
     if isinstance(files, str):
         try:
@@ -210,17 +264,29 @@ def egg_to_template(egg: Mapping[str, Any]) -> dict[str, Any]:
             files = None
     return {
         "name": str(egg.get("name") or "Imported egg")[:100],
-        "description": egg.get("description"),
-        "docker_image": image,
+        "description": _text(egg.get("description")),
+        "docker_image": _short(image, "docker image"),
         "start_command": translate(str(egg["startup"])),
-        "stop_command": stop if isinstance(stop, str) else None,
+        "stop_command": _short(stop, "stop command") if isinstance(stop, str) else None,
         "ports": [],
         "environment": environment,
         "required_variables": required,
+        "variables": variables,
         "features": {"configFiles": sorted(files)} if isinstance(files, Mapping) else {},
-        "install_script": scripts.get("script"),
-        "install_image": scripts.get("container"),
+        "install_script": _text(scripts.get("script")),
+        "install_image": _short(_text(scripts.get("container")), "install image"),
     }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _short(value: str | None, what: str) -> str | None:
+    """Egg fields stored in 255-character columns: a longer one is refused, not cut."""
+    if value is not None and len(value) > 255:
+        raise ValidationFailed(f"The egg's {what} is longer than 255 characters")
+    return value
 
 
 async def import_egg(session: AsyncSession, egg: Mapping[str, Any]) -> Template:

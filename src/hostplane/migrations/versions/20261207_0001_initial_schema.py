@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 17:38:55.677173
+Create Date: 2026-12-07 18:09:10.450021
 """
 
 from collections.abc import Sequence
@@ -75,6 +75,31 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_chain_heads", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_audit_chain_heads_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("chain", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=True),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("anchor_seq", sa.BigInteger(), nullable=False),
+        sa.Column("anchor_hash", sa.String(length=64), nullable=False),
+        sa.Column("tampered_seq", sa.BigInteger(), nullable=True),
+        sa.Column("tampered_reason", sa.String(length=300), nullable=True),
+        sa.Column("mac", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_audit_checkpoints_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("chain", name=op.f("pk_audit_checkpoints")),
+    )
+    with op.batch_alter_table("audit_checkpoints", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_audit_checkpoints_tenant_id"), ["tenant_id"], unique=False
         )
 
     op.create_table(
@@ -234,6 +259,11 @@ def upgrade() -> None:
         ),
         sa.Column(
             "required_variables",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "variables",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
@@ -1065,6 +1095,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_audit_logs_action"))
 
     op.drop_table("audit_logs")
+    with op.batch_alter_table("audit_checkpoints", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_checkpoints_tenant_id"))
+
+    op.drop_table("audit_checkpoints")
     with op.batch_alter_table("audit_chain_heads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_chain_heads_tenant_id"))
 
