@@ -233,10 +233,10 @@ def serve_on_postgres(
                       "maxMemoryMb": 65536, "maxCpuCores": 64, "maxDiskMb": 1048576},
             ).json()["data"]  # fmt: skip
             agent_env = clean_env(
-                HOSTPLANE_AGENT_PANEL_URL=f"ws://127.0.0.1:{port}/ws",
-                HOSTPLANE_AGENT_NODE_ID=node["id"],
-                HOSTPLANE_AGENT_TOKEN=node["secret"],
-                HOSTPLANE_AGENT_DATA_DIR=str(folder / f"agent-{workers}"),
+                HOSTPLANE_AGENT__PANEL_URL=f"ws://127.0.0.1:{port}/ws",
+                HOSTPLANE_AGENT__NODE_ID=node["id"],
+                HOSTPLANE_AGENT__TOKEN=node["secret"],
+                HOSTPLANE_AGENT__DATA_DIR=str(folder / f"agent-{workers}"),
             )
             with process(
                 hostplane("agent", "--data-dir", str(folder / f"agent-{workers}")),

@@ -259,10 +259,10 @@ async def main() -> None:
                 )
             ).json()["data"]
             agent_env = env | {
-                "HOSTPLANE_AGENT_PANEL_URL": f"ws://127.0.0.1:{port}/ws",
-                "HOSTPLANE_AGENT_NODE_ID": node["id"],
-                "HOSTPLANE_AGENT_TOKEN": node["secret"],
-                "HOSTPLANE_AGENT_DATA_DIR": str(workdir / "agent"),
+                "HOSTPLANE_AGENT__PANEL_URL": f"ws://127.0.0.1:{port}/ws",
+                "HOSTPLANE_AGENT__NODE_ID": node["id"],
+                "HOSTPLANE_AGENT__TOKEN": node["secret"],
+                "HOSTPLANE_AGENT__DATA_DIR": str(workdir / "agent"),
             }
             agent = subprocess.Popen(
                 [sys.executable, "-m", "hostplane", "agent"],

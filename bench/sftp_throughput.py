@@ -102,11 +102,11 @@ def hostplane_sftp(folder: Path) -> Iterator[tuple[int, str, str]]:
         assert template.status_code == 201, template.text
         sftp_port = free_port()
         agent_env = clean_env(
-            HOSTPLANE_AGENT_PANEL_URL=f"ws://127.0.0.1:{port}/ws",
-            HOSTPLANE_AGENT_NODE_ID=node["id"],
-            HOSTPLANE_AGENT_TOKEN=node["secret"],
-            HOSTPLANE_AGENT_DATA_DIR=str(folder / "agent"),
-            HOSTPLANE_AGENT_SFTP_LISTEN=f"127.0.0.1:{sftp_port}",
+            HOSTPLANE_AGENT__PANEL_URL=f"ws://127.0.0.1:{port}/ws",
+            HOSTPLANE_AGENT__NODE_ID=node["id"],
+            HOSTPLANE_AGENT__TOKEN=node["secret"],
+            HOSTPLANE_AGENT__DATA_DIR=str(folder / "agent"),
+            HOSTPLANE_AGENT__SFTP_LISTEN=f"127.0.0.1:{sftp_port}",
         )
         with process(
             hostplane("agent", "--data-dir", str(folder / "agent")), agent_env, folder / "agent.log"

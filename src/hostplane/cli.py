@@ -252,7 +252,7 @@ def agent(
 ) -> None:
     """Run the node agent: dial the panel, run this node's servers.
 
-    The token comes from the config file or HOSTPLANE_AGENT_TOKEN (never a flag:
+    The token comes from the config file or HOSTPLANE_AGENT__TOKEN (never a flag:
     flags show in the process list).
     """
     from hostplane.agent.config import AgentSettings
@@ -267,7 +267,7 @@ def agent(
         raise CliError(str(exc)) from None
     if not settings.node_id or not settings.token.get_secret_value():
         raise CliError(
-            "the agent needs a node id and a token (config file or HOSTPLANE_AGENT_NODE_ID / HOSTPLANE_AGENT_TOKEN)"
+            "the agent needs a node id and a token (config file or HOSTPLANE_AGENT__NODE_ID / HOSTPLANE_AGENT__TOKEN)"
         )
     configure_logging(level="info", fmt="console" if sys.stderr.isatty() else "json")
     run_agent(settings)

@@ -33,3 +33,17 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.sandbox is True
     assert settings.allow_unsandboxed is False
     assert settings.heartbeat_interval == 30
+
+
+def test_sectioned_variables_win_and_the_single_underscore_form_still_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``HOSTPLANE_AGENT__<KEY>`` is the scheme; ``HOSTPLANE_AGENT_<KEY>`` is still read."""
+    monkeypatch.setenv("HOSTPLANE_AGENT__NODE_ID", "sectioned")
+    monkeypatch.setenv("HOSTPLANE_AGENT_NODE_ID", "legacy")
+    monkeypatch.setenv("HOSTPLANE_AGENT_TOKEN", "legacy-token")
+    monkeypatch.setenv("HOSTPLANE_AGENT__SFTP_LISTEN", "127.0.0.1:2022")
+    settings = AgentSettings.load()
+    assert settings.node_id == "sectioned"
+    assert settings.token.get_secret_value() == "legacy-token"
+    assert settings.sftp_listen == "127.0.0.1:2022"

@@ -59,7 +59,7 @@ async def test_turning_the_sandbox_off_alone_starts_no_server(tmp_path: Path) ->
     isolation = policy(settings)
     assert isolation.refusal is not None
     assert isolation.warning is not None
-    assert "HOSTPLANE_AGENT_ALLOW_UNSANDBOXED=true" in isolation.summary
+    assert "HOSTPLANE_AGENT__ALLOW_UNSANDBOXED=true" in isolation.summary
     runtime = build_runtime(settings)
     assert isinstance(runtime, ProcessRuntime)
     with pytest.raises(SandboxUnavailable) as refused:

@@ -48,7 +48,7 @@ def test_up_warns_when_servers_would_run_without_a_sandbox(tmp_path: Path) -> No
     )
     assert "  servers run: nowhere - the sandbox setting is false" in output
     assert "  WARNING: servers will not start" in output
-    assert "HOSTPLANE_AGENT_ALLOW_UNSANDBOXED=true" in output
+    assert "HOSTPLANE_AGENT__ALLOW_UNSANDBOXED=true" in output
 
 
 def test_up_warns_when_servers_run_without_a_sandbox_by_choice(tmp_path: Path) -> None:

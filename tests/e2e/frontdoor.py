@@ -129,11 +129,11 @@ def _wait_online(base_url: str, token: str, *, name: str | None = None) -> dict[
 
 def _agent_env(panel_ws: str, node: dict[str, Any], folder: Path, **extra: str) -> dict[str, str]:
     return base_env(
-        HOSTPLANE_AGENT_PANEL_URL=panel_ws,
-        HOSTPLANE_AGENT_NODE_ID=node["id"],
-        HOSTPLANE_AGENT_TOKEN=node["secret"],
-        HOSTPLANE_AGENT_DATA_DIR=str(folder),
-        HOSTPLANE_AGENT_HEARTBEAT_INTERVAL="1",
+        HOSTPLANE_AGENT__PANEL_URL=panel_ws,
+        HOSTPLANE_AGENT__NODE_ID=node["id"],
+        HOSTPLANE_AGENT__TOKEN=node["secret"],
+        HOSTPLANE_AGENT__DATA_DIR=str(folder),
+        HOSTPLANE_AGENT__HEARTBEAT_INTERVAL="1",
         **extra,
     )
 
@@ -268,7 +268,7 @@ def production(folder: Path) -> Iterator[Deployment]:
             deployment.start_agent(
                 node.json()["data"],
                 "agent-a",
-                HOSTPLANE_AGENT_SFTP_LISTEN=f"127.0.0.1:{sftp_port}",
+                HOSTPLANE_AGENT__SFTP_LISTEN=f"127.0.0.1:{sftp_port}",
             )
             _wait_online(base, token, name="node-a")
             for replica in replicas:

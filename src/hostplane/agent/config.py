@@ -1,6 +1,6 @@
 """The agent's own settings (it does not load the panel's).
 
-Read from keyword arguments, then ``HOSTPLANE_AGENT_*`` environment
+Read from keyword arguments, then ``HOSTPLANE_AGENT__*`` environment
 variables, then a TOML file (``AgentSettings.load(path)``)::
 
     panel_url = "wss://panel.example.com/ws"
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -193,7 +194,11 @@ class AgentSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # ``HOSTPLANE_AGENT__<KEY>`` is the product's one naming scheme
+        # (``HOSTPLANE_<SECTION>__<KEY>``); the older ``HOSTPLANE_AGENT_<KEY>``
+        # is still read, after it, so existing node configurations keep working.
+        sectioned = EnvSettingsSource(settings_cls, env_prefix="HOSTPLANE_AGENT__")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, sectioned, env_settings]
         toml_path = _toml_file.get()
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))

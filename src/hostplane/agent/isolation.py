@@ -169,12 +169,12 @@ class Policy:
     """Why no server may start here (shown to users: no host paths)."""
 
 
-_OPT_OUT = "set HOSTPLANE_AGENT_ALLOW_UNSANDBOXED=true to run them without one"
+_OPT_OUT = "set HOSTPLANE_AGENT__ALLOW_UNSANDBOXED=true to run them without one"
 
 
 def _fix(settings: AgentSettings) -> str:
     if not settings.sandbox:
-        return "set HOSTPLANE_AGENT_SANDBOX=true (sandbox = true)"
+        return "set HOSTPLANE_AGENT__SANDBOX=true (sandbox = true)"
     return "install bubblewrap (and allow user namespaces when the agent is not root)"
 
 
