@@ -381,7 +381,9 @@ class VerifyReport:
 async def verify(session: AsyncSession) -> VerifyReport:
     """Check every chain (or only the session's tenant's) from its anchor to its head.
 
-    Entries appended after a head was read are left for the next run, so
+    Each head is first held against its signed checkpoint, which is what
+    reveals the newest entries cut off with the head rewound. Entries
+    appended after a head was read are left for the next run, so
     verification can run beside live traffic. Every broken chain is reported
     with its first bad sequence number.
     """
