@@ -343,6 +343,7 @@ async def test_a_transfer_to_a_node_whose_agent_left_is_refused_at_once(
     )
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "NODE_OFFLINE"
-    assert time.monotonic() - asked < 2
+    # No agent is asked (a loaded test machine still answers well within this).
+    assert time.monotonic() - asked < 10
     server = await server_row(db, pair.server_id)
     assert (server.node_id, server.status) == (pair.source_node_id, "stopped")
