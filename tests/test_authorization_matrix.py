@@ -46,7 +46,7 @@ CASES: list[Case] = [
     # identity: operators
     case("GET", "/api/admin/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("GET", "/api/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200, admin_read=200, admin_access=200),
-    case("POST", "/api/users", body={"email": "made@example.com", "password": "long enough 1"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
+    case("POST", "/api/users", body={"email": "{fresh_email}", "password": "long enough 1"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
     case("GET", "/api/users/{target_user_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404, admin_read=200, admin_access=200),
     case("PUT", "/api/users/{fresh_user_id}", body={"name": "Renamed User"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("DELETE", "/api/users/{fresh_user_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
@@ -56,7 +56,7 @@ CASES: list[Case] = [
     case("POST", "/api/admin/users/{target_user_id}/roles", body={"roleId": "{customer_role_id}"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("DELETE", "/api/admin/users/{fresh_user_id}/roles/{customer_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("GET", "/api/admin/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
-    case("POST", "/api/admin/roles", body={"name": "Matrix Made", "permissions": ["job.read"], "rank": 5}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
+    case("POST", "/api/admin/roles", body={"name": "{fresh_role_name}", "permissions": ["job.read"], "rank": 5}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
     case("GET", "/api/admin/roles/{role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
     case("PUT", "/api/admin/roles/{role_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("DELETE", "/api/admin/roles/{fresh_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
@@ -233,6 +233,13 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
         assert response.status_code == 201, response.text
         return str(response.json()["data"]["id"])
 
+    # Several callers create the same thing: each needs its own unique name.
+    async def fresh_email() -> str:
+        return f"made-{new_id()}@example.com"
+
+    async def fresh_role_name() -> str:
+        return f"Matrix Made {new_id()}"
+
     async def fresh_own_key_id() -> str:
         response = await client.post(
             "/api/account/api-keys",
@@ -266,6 +273,8 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "fresh_key_id": fresh_key_id,
             "fresh_role_id": fresh_role_id,
             "fresh_own_key_id": fresh_own_key_id,
+            "fresh_email": fresh_email,
+            "fresh_role_name": fresh_role_name,
             **infra_makers,
         },
     )
