@@ -5,7 +5,12 @@ customer who owns the resource in the path (their own profile, their own
 key); ``other_user``, another customer of the same tenant; ``api_key``, a key
 minted by the admin with scopes ``job.read`` and ``user.read``; ``admin``, a
 built-in admin of the platform tenant; ``foreign``, an admin of another
-tenant (who must never see the first tenant's resources: 404, not 403).
+tenant (who must never see the first tenant's resources: 404, not 403);
+``admin_read``, ``admin_write`` and ``admin_access``, customers holding one more
+role with only that permission (answered like ``other_user`` wherever a line
+does not name them: the permission opens nothing there). A caller who cannot
+see a server at all gets 404 for it, as for a made-up id; 403 is for a server
+the caller can see but may not act on.
 """
 
 import re
@@ -17,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
-from hostplane.identity.roles.models import Role
+from hostplane.identity.roles.models import Role, UserRole
+from hostplane.identity.tenants.models import Tenant
 from hostplane.platform.jobs.registry import JobRegistry
 from hostplane.platform.jobs.worker import Worker
 from tests.support.factories import make_job, make_user
-from tests.support.identity import logged_in, other_tenant, platform_tenant
+from tests.support.identity import LoggedIn, logged_in, login, other_tenant, platform_tenant
 from tests.support.infra import matrix_world
 from tests.support.matrix import Case, World, case, run_case
 
@@ -38,113 +44,129 @@ CASES: list[Case] = [
     case("POST", "/api/auth/2fa/disable", body={"password": "x"}, owner=409, other_user=409, api_key=403, admin=409, foreign=409),
     case("GET", "/api/permissions", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
     # identity: operators
-    case("GET", "/api/admin/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
-    case("GET", "/api/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
-    case("POST", "/api/users", body={"email": "made@example.com", "password": "long enough 1"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("GET", "/api/users/{target_user_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404),
-    case("PUT", "/api/users/{fresh_user_id}", body={"name": "Renamed User"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/users/{fresh_user_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/admin/users/{fresh_user_id}/ban", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/admin/users/{fresh_user_id}/unban", owner=403, other_user=403, api_key=403, admin=409, foreign=404),
-    case("GET", "/api/admin/users/{target_user_id}/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/admin/users/{target_user_id}/roles", body={"roleId": "{customer_role_id}"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/admin/users/{fresh_user_id}/roles/{customer_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/admin/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
-    case("POST", "/api/admin/roles", body={"name": "Matrix Made", "permissions": ["job.read"], "rank": 5}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("GET", "/api/admin/roles/{role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("PUT", "/api/admin/roles/{role_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/admin/roles/{fresh_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/admin/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/users", owner=403, other_user=403, api_key=200, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/users", body={"email": "{fresh_email}", "password": "long enough 1"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
+    case("GET", "/api/users/{target_user_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("PUT", "/api/users/{fresh_user_id}", body={"name": "Renamed User"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("DELETE", "/api/users/{fresh_user_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("POST", "/api/admin/users/{fresh_user_id}/ban", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("POST", "/api/admin/users/{fresh_user_id}/unban", owner=403, other_user=403, api_key=403, admin=409, foreign=404, admin_access=409),
+    case("GET", "/api/admin/users/{target_user_id}/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("POST", "/api/admin/users/{target_user_id}/roles", body={"roleId": "{customer_role_id}"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("DELETE", "/api/admin/users/{fresh_user_id}/roles/{customer_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("GET", "/api/admin/roles", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/admin/roles", body={"name": "{fresh_role_name}", "permissions": ["job.read"], "rank": 5}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
+    case("GET", "/api/admin/roles/{role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("PUT", "/api/admin/roles/{role_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("DELETE", "/api/admin/roles/{fresh_role_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("GET", "/api/tenants", owner=403, other_user=403, api_key=403, admin=200, foreign=403),
     case("GET", "/api/tenants/{tenant_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=403),
     case("POST", "/api/tenants", body={"name": "Nope"}, owner=403, other_user=403, api_key=403, admin=403, foreign=403),
     # identity: API keys (keys never mint keys; account keys are one's own: 404 for anyone else)
-    case("GET", "/api/admin/api-keys", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
-    case("POST", "/api/admin/api-keys", body={"name": "Made", "scopes": ["job.read"]}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("DELETE", "/api/admin/api-keys/{fresh_key_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/admin/api-keys", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_access=200),
+    case("POST", "/api/admin/api-keys", body={"name": "Made", "scopes": ["job.read"]}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_access=201),
+    case("DELETE", "/api/admin/api-keys/{fresh_key_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("GET", "/api/account/api-keys", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
     case("POST", "/api/account/api-keys", body={"name": "Mine", "scopes": ["server.start"]}, owner=201, other_user=201, api_key=403, admin=201, foreign=201),
     case("DELETE", "/api/account/api-keys/{fresh_own_key_id}", owner=200, other_user=404, api_key=403, admin=404, foreign=404),
     # platform: jobs and audit
-    case("GET", "/api/jobs", owner=403, other_user=403, api_key=200, admin=200, foreign=200),
-    case("GET", "/api/jobs/{job_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404),
-    case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
-    case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/jobs", owner=403, other_user=403, api_key=200, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/jobs/{job_id}", owner=403, other_user=403, api_key=200, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     # infra: locations, nodes and templates (operators; templates readable by everyone)
-    case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
-    case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("GET", "/api/nodes", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
-    case("POST", "/api/nodes", body={"name": "n", "hostname": "h", "publicAddress": "192.0.2.1", "maxMemoryMb": 1024, "maxCpuCores": 1}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("GET", "/api/nodes/{node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("PUT", "/api/nodes/{node_id}", body={"name": "renamed"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/nodes/{fresh_node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/nodes/{node_id}/deployment-token", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
+    case("GET", "/api/nodes", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/nodes", body={"name": "n", "hostname": "h", "publicAddress": "192.0.2.1", "maxMemoryMb": 1024, "maxCpuCores": 1}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
+    case("GET", "/api/nodes/{node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("PUT", "/api/nodes/{node_id}", body={"name": "renamed"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("DELETE", "/api/nodes/{fresh_node_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("POST", "/api/nodes/{node_id}/deployment-token", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
     case("GET", "/api/templates", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
     case("GET", "/api/templates/{template_id}", owner=200, other_user=200, api_key=200, admin=200, foreign=404),
-    case("POST", "/api/templates", body={"name": "Made", "dockerImage": "img", "startCommand": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
-    case("PUT", "/api/templates/{template_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/templates/{fresh_template_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/admin/templates/import", body={"name": "Egg", "docker_images": {"x": "img"}, "startup": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("POST", "/api/templates", body={"name": "Made", "dockerImage": "img", "startCommand": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
+    case("PUT", "/api/templates/{template_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("DELETE", "/api/templates/{fresh_template_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("POST", "/api/admin/templates/import", body={"name": "Egg", "docker_images": {"x": "img"}, "startup": "run"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
     # infra: servers ("owner" owns {server_id}; 409 = authorized, refused by the server's state)
     case("GET", "/api/servers", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
     case("POST", "/api/servers", body={"name": "made", "templateId": "{template_id}", "nodeId": "{node_id}", "allocatedMemoryMb": 256, "allocatedCpuCores": 1, "allocatedDiskMb": 100, "environment": {"MEMORY": "256M"}}, owner=403, other_user=403, api_key=403, admin=201, foreign=404),
-    case("GET", "/api/servers/{server_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("PUT", "/api/servers/{server_id}", body={"name": "renamed"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/servers/{fresh_server_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/suspend", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/unsuspend", owner=403, other_user=403, api_key=403, admin=409, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/install", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/start", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/stop", owner=409, other_user=403, api_key=403, admin=409, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/restart", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/kill", owner=409, other_user=403, api_key=403, admin=409, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/power", body={"signal": "start"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/command", body={"command": "say hi"}, owner=409, other_user=403, api_key=403, admin=409, foreign=404),
-    case("POST", "/api/servers/{server_id}/reset-crash-count", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("PATCH", "/api/servers/{server_id}/restart-policy", body={"restartPolicy": "never"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/websocket", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/resources", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/logs", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/allocations", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/allocations", body={"containerPort": 7000}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/allocations/primary", body={"containerPort": "{primary_port}"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/servers/{server_id}/allocations/{fresh_allocation_port}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/network", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/network/allocations", owner=201, other_user=403, api_key=403, admin=201, foreign=404),
-    case("GET", "/api/servers/{server_id}/users", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/users", body={"userId": "{target_user_id}", "permissions": ["server.read"]}, owner=201, other_user=403, api_key=403, admin=201, foreign=404),
-    case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("PUT", "/api/servers/{server_id}", body={"name": "renamed"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{fresh_server_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=200),
+    case("POST", "/api/servers/{fresh_server_id}/suspend", owner=403, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=200),
+    case("POST", "/api/servers/{server_id}/unsuspend", owner=403, other_user=404, api_key=404, admin=409, foreign=404, admin_read=403, admin_access=409),
+    case("POST", "/api/servers/{fresh_server_id}/install", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{fresh_server_id}/start", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/stop", owner=409, other_user=404, api_key=404, admin=409, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{fresh_server_id}/restart", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/kill", owner=409, other_user=404, api_key=404, admin=409, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{fresh_server_id}/power", body={"signal": "start"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/command", body={"command": "say hi"}, owner=409, other_user=404, api_key=404, admin=409, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/reset-crash-count", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("PATCH", "/api/servers/{server_id}/restart-policy", body={"restartPolicy": "never"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/websocket", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/resources", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("GET", "/api/servers/{server_id}/logs", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/allocations", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("POST", "/api/servers/{fresh_server_id}/allocations", body={"containerPort": 7000}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/allocations/primary", body={"containerPort": "{primary_port}"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{server_id}/allocations/{fresh_allocation_port}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/network", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("POST", "/api/servers/{fresh_server_id}/network/allocations", owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/users", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/users", body={"userId": "{target_user_id}", "permissions": ["server.read"]}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
+    case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     # infra: backups and transfers (no agent is connected; jobs are only queued)
-    case("GET", "/api/servers/{server_id}/backups", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{fresh_server_id}/backups", body={"name": "nightly"}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/backups/{backup_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/backups/{backup_id}/restore", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/backups/{backup_id}/lock", body={"locked": False}, owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("GET", "/api/servers/{server_id}/backups/{backup_id}/download", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("DELETE", "/api/servers/{server_id}/backups/{fresh_backup_id}", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/transfer", body={"targetNodeId": "{node_id}"}, owner=403, other_user=403, api_key=403, admin=400, foreign=404),
-    case("GET", "/api/servers/{server_id}/transfers", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/servers/{server_id}/backups", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{fresh_server_id}/backups", body={"name": "nightly"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/backups/{backup_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/backups/{backup_id}/restore", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/backups/{backup_id}/lock", body={"locked": False}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/backups/{backup_id}/download", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{server_id}/backups/{fresh_backup_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/transfer", body={"targetNodeId": "{node_id}"}, owner=403, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=400),
+    case("GET", "/api/servers/{server_id}/transfers", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
     # infra: files (no agent is connected: 503 = authorized, the node did not answer; 400 =
     # authorized, the path (NUL byte or missing) refused before anything reached the node)
-    case("GET", "/api/servers/{server_id}/files", owner=503, other_user=403, api_key=403, admin=503, foreign=404),
-    case("GET", "/api/servers/{server_id}/files/list", owner=503, other_user=403, api_key=403, admin=503, foreign=404),
-    case("GET", "/api/servers/{server_id}/files/content", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("GET", "/api/servers/{server_id}/files/download", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("GET", "/api/servers/{server_id}/files/upload", owner=200, other_user=403, api_key=403, admin=200, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/upload", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/create", body={"path": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/write", body={"path": "/a\u0000", "content": ""}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("DELETE", "/api/servers/{server_id}/files", owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/delete", body={"paths": ["/a\u0000"]}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/rename", body={"from": "/a\u0000", "to": "/b"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/copy", body={"path": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/chmod", body={"path": "/a\u0000", "mode": "0644"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/compress", body={"paths": ["/a\u0000"]}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/decompress", body={"archivePath": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
-    case("POST", "/api/servers/{server_id}/files/pull", body={"url": "http://192.0.2.1/x", "directory": "/a\u0000"}, owner=400, other_user=403, api_key=403, admin=400, foreign=404),
+    case("GET", "/api/servers/{server_id}/files", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/files/list", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/files/content", owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/files/download", owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/servers/{server_id}/files/upload", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/upload", owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/create", body={"path": "/a\u0000"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/write", body={"path": "/a\u0000", "content": ""}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{server_id}/files", owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/delete", body={"paths": ["/a\u0000"]}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/rename", body={"from": "/a\u0000", "to": "/b"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/copy", body={"path": "/a\u0000"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/chmod", body={"path": "/a\u0000", "mode": "0644"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/compress", body={"paths": ["/a\u0000"]}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/decompress", body={"archivePath": "/a\u0000"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/files/pull", body={"url": "http://192.0.2.1/x", "directory": "/a\u0000"}, owner=400, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=403),
 ]
 # fmt: on
+
+
+async def holding(
+    client: httpx.AsyncClient, db: AsyncSession, tenant: Tenant, permission: str
+) -> LoggedIn:
+    """A logged-in customer with one more role, holding only ``permission``."""
+    user = await make_user(db, tenant=tenant, role="customer")
+    role = Role(tenant_id=tenant.id, name=f"Only {permission}", permissions=[permission], rank=50)
+    db.add(role)
+    await db.flush()
+    db.add(UserRole(user_id=user.id, role_id=role.id))
+    await db.commit()
+    response = await login(client, user.email, tenant=tenant.slug)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    return LoggedIn(user=user, token=data["token"], refresh_token=data["refreshToken"], body=data)
 
 
 @pytest.fixture
@@ -155,6 +177,10 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     owner = await logged_in(client, db, tenant=home)
     other = await logged_in(client, db, tenant=home)
     foreign = await logged_in(client, db, tenant=away, role="admin")
+    admins = {
+        name: await holding(client, db, home, name.replace("_", "."))
+        for name in ("admin_read", "admin_write", "admin_access")
+    }
     minted = await client.post(
         "/api/admin/api-keys",
         json={"name": "Discord Bot", "scopes": ["job.read", "user.read"]},
@@ -207,6 +233,13 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
         assert response.status_code == 201, response.text
         return str(response.json()["data"]["id"])
 
+    # Several callers create the same thing: each needs its own unique name.
+    async def fresh_email() -> str:
+        return f"made-{new_id()}@example.com"
+
+    async def fresh_role_name() -> str:
+        return f"Matrix Made {new_id()}"
+
     async def fresh_own_key_id() -> str:
         response = await client.post(
             "/api/account/api-keys",
@@ -224,6 +257,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "api_key": minted.json()["data"]["key"],
             "admin": admin.token,
             "foreign": foreign.token,
+            **{name: caller.token for name, caller in admins.items()},
         },
         ids={
             "target_user_id": other.user.id,
@@ -239,6 +273,8 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "fresh_key_id": fresh_key_id,
             "fresh_role_id": fresh_role_id,
             "fresh_own_key_id": fresh_own_key_id,
+            "fresh_email": fresh_email,
+            "fresh_role_name": fresh_role_name,
             **infra_makers,
         },
     )

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.core.errors import NotFound
 from hostplane.core.principal import ANONYMOUS, Principal
 from hostplane.identity.access.service import (
     AccessDenied,
@@ -63,7 +64,8 @@ async def test_others_need_a_global_grant_or_a_per_server_grant(db: AsyncSession
     friend = await make_user(db, tenant=tenant)
     server = Box("srv-2", owner.id)
     stranger = user(friend.id, tenant.id)
-    with pytest.raises(AccessDenied):
+    # No access at all: the server does not exist as far as the stranger can tell.
+    with pytest.raises(NotFound):
         await authorize(db, stranger, "control.console", server)
 
     await set_grant(
@@ -76,6 +78,9 @@ async def test_others_need_a_global_grant_or_a_per_server_grant(db: AsyncSession
     )
     assert await allowed(db, stranger, "control.console", server, resource_type="server")
     assert await allowed(db, stranger, "file.read-content", server, resource_type="server")
+    # Seen through the grant, but not granted this: 403.
+    with pytest.raises(AccessDenied):
+        await authorize(db, stranger, "server.delete", server)
     assert not await allowed(db, stranger, "control.start", server, resource_type="server")
     assert not await allowed(
         db, stranger, "control.console", Box("srv-other", owner.id), resource_type="server"

@@ -80,10 +80,10 @@ async def test_changes_need_a_stopped_server_and_rights(
     client: httpx.AsyncClient, db: AsyncSession, fleet: Fleet
 ) -> None:
     base = f"/api/servers/{fleet.server.id}/allocations"
-    assert (await client.get(base, headers=fleet.other.headers)).status_code == 403
+    assert (await client.get(base, headers=fleet.other.headers)).status_code == 404
     assert (
         await client.post(base, json={"containerPort": 5}, headers=fleet.other.headers)
-    ).status_code == 403
+    ).status_code == 404
     await set_status(db, fleet.server, "running")
     running = await client.post(base, json={"containerPort": 5}, headers=fleet.owner.headers)
     assert running.status_code == 409

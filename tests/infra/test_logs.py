@@ -31,7 +31,7 @@ async def test_history(client: httpx.AsyncClient, db: AsyncSession, fleet: Fleet
     errors = (await client.get(f"{base}?stream=stderr", headers=fleet.owner.headers)).json()["data"]
     assert [line["data"] for line in errors] == ["oops"]
     assert (await client.get(f"{base}?limit=1001", headers=fleet.owner.headers)).status_code == 400
-    assert (await client.get(base, headers=fleet.other.headers)).status_code == 403
+    assert (await client.get(base, headers=fleet.other.headers)).status_code == 404
 
 
 async def test_retention(db: AsyncSession, fleet: Fleet) -> None:

@@ -133,7 +133,7 @@ async def test_capacity_counts_every_server_on_the_node(
 async def test_owner_other_user_and_operator(client: httpx.AsyncClient, fleet: Fleet) -> None:
     path = f"/api/servers/{fleet.server.id}"
     assert (await client.get(path, headers=fleet.owner.headers)).status_code == 200
-    assert (await client.get(path, headers=fleet.other.headers)).status_code == 403
+    assert (await client.get(path, headers=fleet.other.headers)).status_code == 404
     assert (await client.get(path, headers=fleet.admin.headers)).status_code == 200
     assert (await client.get(path)).status_code == 401
     assert (await client.get("/api/servers/nope", headers=fleet.admin.headers)).status_code == 404
@@ -200,7 +200,7 @@ async def test_update(client: httpx.AsyncClient, db: AsyncSession, fleet: Fleet)
     assert "running" in running.json()["error"]["message"]
     assert (
         await client.put(path, json={"name": "x"}, headers=fleet.other.headers)
-    ).status_code == 403
+    ).status_code == 404
 
 
 async def test_delete(
@@ -210,7 +210,7 @@ async def test_delete(
     await set_status(db, fleet.server, "running")
     assert (await client.delete(path, headers=fleet.owner.headers)).status_code == 409
     await set_status(db, fleet.server, "stopped")
-    assert (await client.delete(path, headers=fleet.other.headers)).status_code == 403
+    assert (await client.delete(path, headers=fleet.other.headers)).status_code == 404
     response, messages = await commands_during(
         runtime, fleet.node.id, lambda: client.delete(path, headers=fleet.owner.headers)
     )
@@ -425,7 +425,7 @@ async def test_other_user_cannot_power(client: httpx.AsyncClient, fleet: Fleet) 
         response = await client.post(
             f"/api/servers/{fleet.server.id}{suffix}", headers=fleet.other.headers
         )
-        assert response.status_code == 403
+        assert response.status_code == 404
 
 
 async def test_command(
@@ -476,7 +476,7 @@ async def test_crash_count_and_restart_policy(
     assert bad.status_code == 400
     assert (
         await client.post(f"{path}/reset-crash-count", headers=fleet.other.headers)
-    ).status_code == 403
+    ).status_code == 404
 
 
 async def test_resources(client: httpx.AsyncClient, db: AsyncSession, fleet: Fleet) -> None:
@@ -498,7 +498,7 @@ async def test_resources(client: httpx.AsyncClient, db: AsyncSession, fleet: Fle
     assert data["diskUsageMb"] == 7 and data["networkReceived"] == 20 and data["updatedAt"]
     assert (
         await client.get(f"/api/servers/{fleet.server.id}/resources", headers=fleet.other.headers)
-    ).status_code == 403
+    ).status_code == 404
 
 
 async def test_port_uniqueness_is_enforced_by_the_database(db: AsyncSession, fleet: Fleet) -> None:

@@ -12,7 +12,7 @@ async def test_owner_shares_a_server(
 ) -> None:
     base = f"/api/servers/{fleet.server.id}/users"
     server_path = f"/api/servers/{fleet.server.id}"
-    assert (await client.get(server_path, headers=fleet.other.headers)).status_code == 403
+    assert (await client.get(server_path, headers=fleet.other.headers)).status_code == 404
 
     added = await client.post(
         base,
@@ -62,7 +62,7 @@ async def test_owner_shares_a_server(
         await client.post(
             f"{server_path}/power", json={"signal": "kill"}, headers=fleet.other.headers
         )
-    ).status_code == 403
+    ).status_code == 404
 
 
 async def test_validation(client: httpx.AsyncClient, fleet: Fleet) -> None:

@@ -172,11 +172,11 @@ async def test_clients_only_see_servers_they_may_see(
     try:
         await snoop.send(json.dumps({"type": "subscribe", "serverId": mine.id}))
         refused = await receive(snoop, "error")
-        assert refused["code"] == "FORBIDDEN"
+        assert refused["code"] == "NOT_FOUND"
         await snoop.send(
             json.dumps({"type": "console_input", "serverId": mine.id, "data": "stop\n"})
         )
-        assert (await receive(snoop, "error"))["code"] == "FORBIDDEN"
+        assert (await receive(snoop, "error"))["code"] == "NOT_FOUND"
 
         await snoop.send(json.dumps({"type": "subscribe", "serverId": other.id}))
         await receive(snoop, "subscribed", server_id=other.id)

@@ -16,7 +16,17 @@ from typing import Any
 
 import httpx
 
-PRINCIPALS = ("anonymous", "owner", "other_user", "api_key", "admin", "foreign")
+PRINCIPALS = (
+    "anonymous",
+    "owner",
+    "other_user",
+    "api_key",
+    "admin",
+    "foreign",
+    "admin_read",
+    "admin_write",
+    "admin_access",
+)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -42,9 +52,17 @@ def case(
     api_key: int,
     admin: int,
     foreign: int,
+    admin_read: int | None = None,
+    admin_write: int | None = None,
+    admin_access: int | None = None,
     body: Any = None,
 ) -> Case:
-    """One route of the matrix. ``owner`` is the caller who owns the resource in the path."""
+    """One route of the matrix. ``owner`` is the caller who owns the resource in the path.
+
+    ``admin_read``, ``admin_write`` and ``admin_access`` are customers whose only
+    extra role holds that one permission; where a line leaves them out they
+    must be answered like ``other_user`` (the permission opens nothing there).
+    """
     return Case(
         method,
         path,
@@ -55,6 +73,9 @@ def case(
             "api_key": api_key,
             "admin": admin,
             "foreign": foreign,
+            "admin_read": other_user if admin_read is None else admin_read,
+            "admin_write": other_user if admin_write is None else admin_write,
+            "admin_access": other_user if admin_access is None else admin_access,
         },
         body,
     )

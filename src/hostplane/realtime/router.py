@@ -15,6 +15,7 @@ from hostplane.identity.auth.sessions import access_token_for
 from hostplane.identity.users.service import get_user
 from hostplane.infra.servers import service as servers
 from hostplane.realtime.agents import serve_agent
+from hostplane.realtime.caller import LiveCaller
 from hostplane.realtime.clients import CLOSE_UNAUTHORIZED, serve_client
 
 router = APIRouter(tags=["realtime"])
@@ -45,7 +46,8 @@ async def websocket_gateway(websocket: WebSocket) -> None:
     except HostplaneError:
         await websocket.close(code=CLOSE_UNAUTHORIZED)
         return
-    await serve_client(websocket, runtime, principal)
+    # The socket keeps its credential to re-check the caller for as long as it is open.
+    await serve_client(websocket, runtime, LiveCaller(runtime, websocket, principal))
 
 
 @api_router.get("/api/servers/{server_id}/websocket", response_model=Envelope[ConsoleAccess])

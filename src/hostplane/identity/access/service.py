@@ -16,14 +16,15 @@ another tenant's resource in the first place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hostplane.core.errors import Forbidden
+from hostplane.core.errors import Forbidden, NotFound
 from hostplane.core.principal import Principal, permission_matches
+from hostplane.identity.access.events import announce_revoked
 from hostplane.identity.access.models import ResourceGrant
 from hostplane.identity.users.service import get_user
 
@@ -118,6 +119,54 @@ async def allowed(
     return grant is not None and any(permission_matches(p, permission) for p in grant.permissions)
 
 
+async def can_see(
+    session: AsyncSession, principal: Principal, resource: OwnedResource, *, resource_type: str
+) -> bool:
+    """Whether the caller has any access at all to ``resource``.
+
+    A global ``<type>.read``, ownership, or a per-resource grant of any
+    permission. A caller who cannot see a resource is told it does not exist
+    (404, the same answer as for a made-up id), so ids of other people's
+    resources reveal nothing; 403 is for what the caller can see but may not
+    do.
+    """
+    if not principal.is_authenticated:
+        return False
+    if principal.has(f"{resource_type}.read"):
+        return True
+    if principal.user_id is None:
+        return False
+    if resource.owner_id == principal.user_id:
+        return True
+    grant = await grant_for(
+        session, resource_type=resource_type, resource_id=resource.id, user_id=principal.user_id
+    )
+    return grant is not None
+
+
+async def authorize_any(
+    session: AsyncSession,
+    principal: Principal,
+    permissions: Iterable[str],
+    resource: OwnedResource,
+    *,
+    resource_type: str,
+    not_found: Callable[[], NotFound],
+) -> None:
+    """Pass when any of ``permissions`` is allowed on ``resource``.
+
+    Otherwise ``not_found()`` (404) when the caller cannot see the resource at
+    all, else 403 naming the first permission.
+    """
+    wanted = tuple(permissions)
+    for permission in wanted:
+        if await allowed(session, principal, permission, resource, resource_type=resource_type):
+            return
+    if not await can_see(session, principal, resource, resource_type=resource_type):
+        raise not_found()
+    raise AccessDenied(wanted[0])
+
+
 async def authorize(
     session: AsyncSession,
     principal: Principal,
@@ -126,9 +175,15 @@ async def authorize(
     *,
     resource_type: str = "server",
 ) -> None:
-    """Raise 403 unless ``principal`` may do ``permission`` on ``resource``."""
-    if not await allowed(session, principal, permission, resource, resource_type=resource_type):
-        raise AccessDenied(permission)
+    """Raise 404 unless ``principal`` can see ``resource``, 403 unless it may do ``permission``."""
+    await authorize_any(
+        session,
+        principal,
+        (permission,),
+        resource,
+        resource_type=resource_type,
+        not_found=lambda: NotFound(resource_type, resource.id),
+    )
 
 
 async def set_grant(
@@ -162,6 +217,8 @@ async def set_grant(
     else:
         grant.permissions = list(permissions)
         grant.granted_by = granted_by
+        # The new list may hold less than the old one: open sockets re-check.
+        _announce_grant_change(session, grant, reason="grant_changed")
     await session.flush()
     return grant
 
@@ -176,7 +233,18 @@ async def remove_grant(
         return False
     await session.delete(grant)
     await session.flush()
+    _announce_grant_change(session, grant, reason="grant_removed")
     return True
+
+
+def _announce_grant_change(session: AsyncSession, grant: ResourceGrant, *, reason: str) -> None:
+    announce_revoked(
+        session,
+        reason=reason,
+        tenant_id=grant.tenant_id,
+        user_id=grant.user_id,
+        **({"server_id": grant.resource_id} if grant.resource_type == "server" else {}),
+    )
 
 
 async def grants_on(

@@ -33,6 +33,7 @@ from hostplane.core.clock import utcnow
 from hostplane.core.errors import Forbidden, NotFound, ValidationFailed
 from hostplane.core.pagination import PageMeta, PageParams, paginate
 from hostplane.core.principal import Principal, permission_matches
+from hostplane.identity.access.events import announce_revoked
 from hostplane.identity.api_keys.models import (
     KEY_PREFIX,
     PUBLIC_ID_LENGTH,
@@ -314,6 +315,9 @@ async def revoke_api_key(
     if api_key.revoked_at is None:
         api_key.revoked_at = utcnow()
         await session.flush()
+        announce_revoked(
+            session, reason="api_key_revoked", tenant_id=api_key.tenant_id, api_key_id=api_key.id
+        )
     return api_key
 
 
@@ -363,7 +367,9 @@ async def authenticate_api_key(
     creator_id = api_key.created_by_id
     if creator_id is None or creator_status != "active":
         return None
-    permissions = effective_scopes(api_key.scopes, await effective_permissions(session, creator_id))
+    # A key scoped to an administrative permission holds what it implies too.
+    scopes = catalogue.with_implied(api_key.scopes)
+    permissions = effective_scopes(scopes, await effective_permissions(session, creator_id))
     await _record_use(session, api_key, now)
     return Principal(
         kind="api_key",
@@ -374,7 +380,7 @@ async def authenticate_api_key(
         user_id=creator_id,
         # The ceiling for what the key does as its creator beyond global
         # grants (ownership, per-server grants), checked where those are.
-        scopes=frozenset(api_key.scopes),
+        scopes=scopes,
     )
 
 

@@ -19,6 +19,7 @@ from hostplane.core.clock import utcnow
 from hostplane.core.errors import Unauthorized
 from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
+from hostplane.identity.access.events import announce_revoked
 from hostplane.identity.auth.keys import key_ring
 from hostplane.identity.auth.models import AuthSession, RefreshToken
 from hostplane.identity.roles.service import effective_permissions
@@ -110,6 +111,8 @@ async def revoke_session(session: AsyncSession, session_id: str, *, reason: str)
         .values(revoked_at=utcnow(), revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
+    # Open sockets of this session end when the change commits.
+    announce_revoked(session, reason=reason, session_id=session_id)
 
 
 async def revoke_user_sessions(
@@ -125,6 +128,9 @@ async def revoke_user_sessions(
     if keep is not None:
         statement = statement.where(AuthSession.id != keep)
     await session.execute(statement)
+    # Open sockets of the user re-check when the change commits (a kept
+    # session stays open; a ban also ends the user's API keys).
+    announce_revoked(session, reason=reason, user_id=user_id)
 
 
 async def rotate_refresh_token(

@@ -93,20 +93,21 @@ _CATALOGUE: tuple[Permission, ...] = (
     _global(
         "admin.read",
         "Read administrative data: system statistics, every server, detailed health, "
-        "audit logs and the user list.",
+        "audit logs, jobs, nodes, roles and the user list (Catalyst's admin reads).",
         C,
     ),
     _global(
         "admin.write",
         "Make the administrative changes Catalyst gates with its admin permission "
-        "(nodes, templates, alert rules).",
+        "(nodes and their deployment tokens, locations, templates, alert rules).",
         C,
     ),
     _global(
         "admin.access",
-        "QeinTech's admin area: API keys, user search, balance adjustments, bans, forced "
-        "suspension and deletion, platform configuration. Not a bypass of other checks: "
-        "that is the '*' wildcard.",
+        "QeinTech's global admin access: every administrative route of the tenant "
+        "(users and bans, roles, API keys, jobs, audit, nodes, templates, forced suspension, "
+        "deletion and transfer of any server, platform configuration, balances). Not other "
+        "tenants, and not a customer's own server powers: those are the '*' wildcard's.",
         Q,
     ),
     _global("rate-limit.bypass", "Not subject to the per-user and per-IP request rate limits.", C),
@@ -335,6 +336,75 @@ _CATALOGUE: tuple[Permission, ...] = (
 _BY_NAME: dict[str, Permission] = {permission.name: permission for permission in _CATALOGUE}
 if len(_BY_NAME) != len(_CATALOGUE):  # pragma: no cover - a typo in the table above
     raise RuntimeError("duplicate permission in the catalogue")
+
+# --- what the administrative permissions open ----------------------------------------------
+# Catalyst gates its admin reads with admin.read and its admin writes with
+# "admin permission"; QeinTech gives admin.access every admin route ("bypass
+# all checks"). hostplane's routes check finer permissions, so each of the
+# three stands for the permissions of the routes the documents give it. This
+# table is the only place that says so (see docs/decisions.md).
+_ADMIN_READ = frozenset(
+    {
+        "user.read",  # GET /api/admin/users, /api/users
+        "server.read",  # every user's servers
+        "node.read",  # nodes and locations
+        "template.read",
+        "alert.read",
+        "audit.read",  # GET /api/admin/audit-logs, /api/audit
+        "job.read",
+        "role.read",  # GET /api/admin/roles, a user's roles
+    }
+)
+_ADMIN_WRITE = frozenset(
+    {
+        "node.manage",  # nodes, deployment tokens, locations
+        "template.manage",  # templates and egg imports
+        "alert.manage",  # alert rules
+    }
+)
+_ADMIN_ACCESS = (
+    _ADMIN_READ
+    | _ADMIN_WRITE
+    | {
+        "api-key.read",  # QeinTech: /admin/api-keys
+        "api-key.create",
+        "api-key.revoke",
+        "user.manage",
+        "user.ban",  # QeinTech: /admin/users/:id/ban
+        "role.manage",
+        "job.retry",
+        "server.suspend",  # QeinTech: force suspend
+        "server.delete",  # QeinTech: force delete
+        "server.transfer",
+        "config.read",  # QeinTech: /admin/config
+        "config.manage",
+        "billing.write",  # QeinTech: /admin/users/:id/balance
+    }
+)
+IMPLIED: Mapping[str, frozenset[str]] = {
+    "admin.read": _ADMIN_READ,
+    "admin.write": _ADMIN_WRITE,
+    "admin.access": frozenset(_ADMIN_ACCESS),
+}
+"""Permissions that stand for others: holding the key holds every permission of its set."""
+
+
+def with_implied(permissions: Iterable[str]) -> frozenset[str]:
+    """``permissions`` plus what the administrative permissions among them imply.
+
+    A wildcard that covers ``admin.read`` (``admin.*``) implies its set too;
+    implied permissions another entry already covers are not repeated.
+    """
+    held = frozenset(permissions)
+    implied = {
+        permission
+        for key, opened in IMPLIED.items()
+        if any(permission_matches(granted, key) for granted in held)
+        for permission in opened
+        if not any(permission_matches(granted, permission) for granted in held)
+    }
+    return held | implied
+
 
 AURA_FLAGS: Mapping[str, str] = {
     permission.aura_flag: permission.name for permission in _CATALOGUE if permission.aura_flag

@@ -209,8 +209,12 @@ async def _roles_held(session: AsyncSession, user_id: str) -> list[Role]:
 
 
 async def effective_permissions(session: AsyncSession, user_id: str) -> frozenset[str]:
-    """The union of the permission strings of every role the user holds."""
-    return frozenset(
+    """The union of the permission strings of every role the user holds.
+
+    With what the administrative permissions imply (``admin.read`` holds
+    ``user.read``, ...; see :data:`~hostplane.identity.permissions.catalogue.IMPLIED`).
+    """
+    return catalogue.with_implied(
         permission
         for role in await _roles_held(session, user_id)
         for permission in role.permissions

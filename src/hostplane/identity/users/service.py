@@ -16,6 +16,7 @@ from hostplane.core.ids import new_id
 from hostplane.core.pagination import PageMeta, PageParams, paginate
 from hostplane.core.principal import Principal
 from hostplane.core.security.passwords import hash_password, verify_password
+from hostplane.identity.access.events import announce_revoked
 from hostplane.identity.roles.service import (
     assert_not_last_owner,
     assign_role,
@@ -370,6 +371,7 @@ async def delete_user(session: AsyncSession, *, actor_user_id: str | None, user_
     await _guard_target(session, actor_user_id, user)
     await session.delete(user)
     await session.flush()
+    announce_revoked(session, reason="deleted", tenant_id=user.tenant_id, user_id=user.id)
 
 
 async def create_operator_user(

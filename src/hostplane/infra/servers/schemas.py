@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -160,8 +160,12 @@ class PowerBody(ApiInput):
         return "stop"  # "stop" and SkyPANEL's "shutdown"
 
 
+# The longest console command, by REST (/command) and over /ws (console_input).
+MAX_COMMAND_LENGTH: Final = 4096
+
+
 class CommandBody(ApiInput):
-    command: str = Field(min_length=1, max_length=4096)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
 
 
 class RestartPolicyBody(ApiInput):

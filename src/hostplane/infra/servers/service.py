@@ -100,12 +100,20 @@ async def get_server(session: AsyncSession, server_id: str, *, for_update: bool 
 async def authorize_any(
     session: AsyncSession, principal: Principal, permissions: Iterable[str], server: Server
 ) -> None:
-    """Pass when any of ``permissions`` is allowed on ``server``; else 403 naming the first."""
-    wanted = tuple(permissions)
-    for permission in wanted:
-        if await access.allowed(session, principal, permission, server, resource_type="server"):
-            return
-    raise access.AccessDenied(wanted[0])
+    """Pass when any of ``permissions`` is allowed on ``server``.
+
+    A caller with no access at all to the server gets the same 404 as for a
+    made-up id; one who can see it but lacks the permission gets 403 naming
+    the first.
+    """
+    await access.authorize_any(
+        session,
+        principal,
+        permissions,
+        server,
+        resource_type="server",
+        not_found=lambda: ServerNotFound(server.id),
+    )
 
 
 async def load_for(
@@ -116,7 +124,11 @@ async def load_for(
     *,
     for_update: bool = False,
 ) -> Server:
-    """The server, if the caller may do one of ``permissions`` on it (404, then 403)."""
+    """The server, if the caller may do one of ``permissions`` on it.
+
+    404 for an unknown id and for a server the caller cannot see; 403 when the
+    caller can see it but may do none of ``permissions``.
+    """
     server = await get_server(session, server_id, for_update=for_update)
     await authorize_any(session, principal, permissions, server)
     return server
