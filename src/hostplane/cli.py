@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -271,7 +270,11 @@ def up(
     out.print(f"  Local node  agent log in {settings.data_dir / 'agent.log'}")
     out.print("")
     sys.stdout.flush()
-    agent = start_local_agent(agent_config, settings.data_dir / "agent.log")
+    from hostplane.agent_watch import AgentWatch
+
+    # Restarted whenever it dies, so the local node does not stay offline.
+    agent = AgentWatch(lambda: start_local_agent(agent_config, settings.data_dir / "agent.log"))
+    agent.start()
 
     def _exit(signum: int, _frame: object) -> None:
         # uvicorn re-raises the signal it stopped on once it has shut down;
@@ -284,11 +287,7 @@ def up(
         _serve(settings, sock, workers=1)
     finally:
         # The agent leaves its servers running; the next `up` re-attaches.
-        agent.terminate()
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        agent.stop()
 
 
 @cli.command()

@@ -94,6 +94,10 @@ class ImageUnavailable(AgentRuntimeError):
     code = "IMAGE_UNAVAILABLE"
 
 
+class PortInUse(AgentRuntimeError):
+    code = "PORT_IN_USE"
+
+
 class InstallImageUnavailable(InstallFailed):
     """The install image is absent and could not be pulled (no script ran)."""
 
@@ -305,7 +309,8 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
                 else "the container could not be started"
             )
             self._save(server_id, state="crashed", message=message, reported=True)
-            raise AgentRuntimeError(f"server {server_id}: {message}") from exc
+            refused = PortInUse if "in use" in message else AgentRuntimeError
+            raise refused(f"server {server_id}: {message}") from exc
         self._save(server_id, state="running")
         if attach:
             self._watch(server_id)
