@@ -699,7 +699,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         agents may share one engine). Running ones continue their output
         after the last stored sequence number; exits nobody reported are
         reported now; install containers an earlier agent left behind are
-        removed (the panel reinstalls).
+        removed (the panel marks that install failed; it is retried on request).
         """
         labelled = await self.engine.list_by_label(SERVER_LABEL)
         present: set[str] = set()
