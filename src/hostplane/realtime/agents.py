@@ -371,15 +371,20 @@ class AgentSession:
             self._spawn(server_commands.follow_up(self.runtime, self.tenant_id, server_id, replies))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(self._quietly(work))
+        # The coroutine is the task itself, so one cancelled before it ran (the
+        # agent hung up at once) is closed, not left un-awaited.
+        task = asyncio.create_task(work)
         self._questions.add(task)
         task.add_done_callback(self._questions.discard)
+        task.add_done_callback(self._log_failure)
 
-    async def _quietly(self, work: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await work
-        except Exception:
-            log.exception("gateway.background_command_failed", node_id=self.node_id)
+    def _log_failure(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "gateway.background_command_failed",
+                node_id=self.node_id,
+                error=repr(task.exception()),
+            )
 
     async def _stats(self, message: ResourceStats) -> None:
         payload = message.model_dump(mode="json", by_alias=True, exclude_none=True)
