@@ -276,7 +276,11 @@ def up(
         out.print(f"  {line}", markup=False, highlight=False)
     out.print("")
     sys.stdout.flush()
-    agent = start_local_agent(agent_config, settings.data_dir / "agent.log")
+    from hostplane.agent_watch import AgentWatch
+
+    # Restarted whenever it dies, so the local node does not stay offline.
+    agent = AgentWatch(lambda: start_local_agent(agent_config, settings.data_dir / "agent.log"))
+    agent.start()
 
     def _exit(signum: int, _frame: object) -> None:
         # uvicorn re-raises the signal it stopped on once it has shut down;
@@ -289,8 +293,4 @@ def up(
         launch.serve(settings, sock, workers=1)
     finally:
         # The agent leaves its servers running; the next `up` re-attaches.
-        agent.terminate()
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        agent.stop()

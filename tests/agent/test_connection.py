@@ -148,8 +148,9 @@ async def test_requests_are_answered_and_events_forwarded(
     await panel.send(
         {"type": "stop_server", "requestId": "r5", "serverId": "srv1", "timeoutSeconds": 5}
     )
-    stopped = await panel.expect(Response, request_id="r5")
-    assert stopped.data == {"state": "stopped", "exitCode": 0}
+    # Answered once the stop is under way; the exit comes as a state update.
+    stopping = await panel.expect(Response, request_id="r5")
+    assert stopping.data["state"] in ("running", "stopping")
     update = await panel.expect(ServerStateUpdate, server_id="srv1", state="stopped")
     assert update.exit_code == 0
 
@@ -166,11 +167,74 @@ async def test_install_streams_output_and_states(panel: PanelStub, agent: AgentC
             "installScript": "echo installing $VERSION\n",
         }
     )
-    await panel.expect(ServerStateUpdate, server_id="srv2", state="installing")
+    # Accepted at once (an install may take far longer than a request waits).
+    accepted = await panel.expect(Response, request_id="i1")
+    assert accepted.data == {"accepted": True}
     out = await panel.expect(ConsoleOutput, server_id="srv2")
     assert out.data == "installing 1.21\n"
     await panel.expect(ServerStateUpdate, server_id="srv2", state="stopped")
-    await panel.expect(Response, request_id="i1")
+
+
+async def test_an_install_without_a_script_still_reports_its_end(
+    panel: PanelStub, agent: AgentConnection
+) -> None:
+    await panel.expect(Reconcile)
+    await panel.send(
+        {"type": "install_server", "requestId": "i2", "serverId": "srv4", "serverUuid": "u"}
+    )
+    await panel.expect(Response, request_id="i2")
+    ready = await panel.expect(ServerStateUpdate, server_id="srv4")
+    assert (ready.state, ready.exit_code) == ("stopped", 0)
+
+
+async def test_a_failing_install_reports_install_failed_with_the_reason(
+    panel: PanelStub, agent: AgentConnection
+) -> None:
+    await panel.expect(Reconcile)
+    await panel.send(
+        {
+            "type": "install_server",
+            "requestId": "i3",
+            "serverId": "srv5",
+            "serverUuid": "u",
+            "installScript": "echo half way; exit 4\n",
+        }
+    )
+    await panel.expect(Response, request_id="i3")
+    failed = await panel.expect(ServerStateUpdate, server_id="srv5", state="install_failed")
+    assert failed.exit_code == 4 and failed.message and "4" in failed.message
+
+
+async def test_an_install_under_way_is_in_the_reconcile_and_refuses_a_second(
+    panel: PanelStub, agent: AgentConnection
+) -> None:
+    await panel.expect(Reconcile)
+    await panel.send(
+        {
+            "type": "install_server",
+            "requestId": "i4",
+            "serverId": "srv6",
+            "serverUuid": "u",
+            "installScript": "sleep 3\n",
+        }
+    )
+    await panel.expect(Response, request_id="i4")
+    await panel.send(
+        {"type": "install_server", "requestId": "i5", "serverId": "srv6", "serverUuid": "u"}
+    )
+    assert (await panel.expect(Error, request_id="i5")).code == "SERVER_BUSY"
+    await panel.connections[-1].close()
+    reconcile = await panel.expect(Reconcile, within=5)
+    assert [(s.server_id, s.state) for s in reconcile.servers] == [("srv6", "installing")]
+    await panel.expect(ServerStateUpdate, server_id="srv6", state="stopped", within=10)
+
+
+async def test_restart_of_a_server_that_is_not_running_is_refused(
+    panel: PanelStub, agent: AgentConnection
+) -> None:
+    await panel.expect(Reconcile)
+    await panel.send({"type": "restart_server", "requestId": "x1", "serverId": "srv7"})
+    assert (await panel.expect(Error, request_id="x1")).code == "NOT_RUNNING"
 
 
 async def test_reconcile_lists_running_servers_after_reconnect(

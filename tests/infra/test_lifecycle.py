@@ -8,7 +8,8 @@ from hostplane.infra.servers.lifecycle import STATES, TRANSITIONS
 
 EXPECTED = {
     ("stopped", "installing"), ("stopped", "starting"), ("stopped", "transferring"), ("stopped", "suspended"),
-    ("installing", "stopped"), ("installing", "crashed"), ("installing", "suspended"),
+    ("installing", "stopped"), ("installing", "install_failed"), ("installing", "crashed"), ("installing", "suspended"),
+    ("install_failed", "installing"), ("install_failed", "suspended"),
     ("starting", "running"), ("starting", "stopping"), ("starting", "stopped"), ("starting", "crashed"), ("starting", "suspended"),
     ("running", "stopping"), ("running", "stopped"), ("running", "crashed"), ("running", "starting"), ("running", "suspended"),
     ("stopping", "stopped"), ("stopping", "crashed"), ("stopping", "suspended"),
@@ -45,3 +46,22 @@ def test_ensure_off() -> None:
         lifecycle.ensure_off("running", action="x")
     with pytest.raises(Locked):
         lifecycle.ensure_off("suspended", action="x")
+
+
+def test_a_failed_install_is_retried_or_deleted_never_started() -> None:
+    assert lifecycle.check_transition("installing", "install_failed") == "install_failed"
+    assert lifecycle.check_transition("install_failed", "installing") == "installing"
+    for wanted in ("starting", "stopped", "running", "transferring"):
+        with pytest.raises(Conflict):
+            lifecycle.check_transition("install_failed", wanted)  # type: ignore[arg-type]
+    lifecycle.ensure_off("install_failed", action="delete it", allowed=lifecycle.DELETABLE)
+    with pytest.raises(Conflict):
+        lifecycle.ensure_off("install_failed", action="change its resources")
+
+
+def test_every_passing_state_has_an_end() -> None:
+    from hostplane.infra.servers.sweeper import ENDS
+
+    assert set(ENDS) == set(lifecycle.TRANSITIONAL)
+    for state, end in ENDS.items():
+        assert lifecycle.can_transition(state, end), (state, end)

@@ -154,22 +154,39 @@ async def test_deployment_token_and_authentication(
     await db.commit()
 
 
-async def test_mark_seen_makes_a_node_online_for_90_seconds(
+async def test_a_node_is_online_while_its_agent_is_connected_and_reports(
     client: httpx.AsyncClient, db: AsyncSession
 ) -> None:
     tenant = await platform_tenant(db)
     admin = await logged_in(client, db, role="admin")
     node, _ = await make_node(db, tenant=tenant, online=False)
-    assert (await client.get(f"/api/nodes/{node.id}", headers=admin.headers)).json()["data"][
-        "isOnline"
-    ] is False
+
+    async def online() -> bool:
+        body = (await client.get(f"/api/nodes/{node.id}", headers=admin.headers)).json()["data"]
+        return bool(body["isOnline"])
+
+    assert await online() is False
+    # A report alone (no open socket) does not make it online.
     await nodes.mark_seen(db, node.id, {"cpuPercent": 12.5})
+    await db.commit()
+    assert await online() is False
+    await nodes.mark_connected(db, node.id, "session-1")
     await db.commit()
     body = (await client.get(f"/api/nodes/{node.id}", headers=admin.headers)).json()["data"]
     assert body["isOnline"] is True and body["health"] == {"cpuPercent": 12.5}
     with shifted(timedelta(seconds=91)):
-        later = await client.get(f"/api/nodes/{node.id}", headers=admin.headers)
-        assert later.json()["data"]["isOnline"] is False
+        # Connected, but silent for longer than the heartbeat window.
+        assert await online() is False
+
+    # The agent reconnected (session 2) before its old socket's end was noticed:
+    # the old socket's end does not take the node offline.
+    await nodes.mark_connected(db, node.id, "session-2")
+    assert await nodes.mark_disconnected(db, node.id, "session-1") is False
+    await db.commit()
+    assert await online() is True
+    assert await nodes.mark_disconnected(db, node.id, "session-2") is True
+    await db.commit()
+    assert await online() is False
 
 
 async def test_another_tenants_node_is_not_found(

@@ -1,6 +1,7 @@
 """Servers: creation under capacity, access, updates, suspension, power and the bus commands."""
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,19 +32,49 @@ def create_body(fleet: Fleet, **values: Any) -> dict[str, Any]:
 
 
 async def commands_during(
-    runtime: Runtime, node_id: str, action: Callable[[], Awaitable[httpx.Response]]
+    runtime: Runtime,
+    node_id: str,
+    action: Callable[[], Awaitable[httpx.Response]],
+    *,
+    answer: dict[str, Any] | None = None,
 ) -> tuple[httpx.Response, list[dict[str, Any]]]:
-    """The response of ``action`` and every agent command it published for the node."""
-    async with runtime.bus.subscribe(f"node.{node_id}.commands") as subscription:
-        response = await action()
-        messages: list[dict[str, Any]] = []
+    """The response of ``action`` and every agent command it sent to the node.
+
+    Stands in for the gateway and the agent: a command with a ``requestId`` is
+    accepted and answered (``answer`` is an ``error`` to send instead of a
+    ``response``), as commands now wait for the agent's answer.
+    """
+    messages: list[dict[str, Any]] = []
+
+    async def agent(subscription: Any) -> None:
         while True:
-            try:
-                event: Event = await asyncio.wait_for(subscription.get(), 0.2)
-            except TimeoutError:
-                break
+            event: Event = await subscription.get()
             assert event.type == "node.command"
-            messages.append(event.data["message"])
+            message = event.data["message"]
+            messages.append(message)
+            request_id = message.get("requestId")
+            if request_id is None:
+                continue
+            topic = f"node.{node_id}.reply.{request_id}"
+            await runtime.bus.publish(
+                Event("agent.accepted", {"requestId": request_id}), topic=topic
+            )
+            reply = (
+                {"type": "error", "requestId": request_id} | answer
+                if answer is not None
+                else {"type": "response", "requestId": request_id, "data": {}}
+            )
+            await runtime.bus.publish(Event("agent.reply", {"message": reply}), topic=topic)
+
+    async with runtime.bus.subscribe(f"node.{node_id}.commands") as subscription:
+        responder = asyncio.create_task(agent(subscription))
+        try:
+            response = await action()
+            await asyncio.sleep(0.2)
+        finally:
+            responder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await responder
     return response, messages
 
 
@@ -324,7 +355,7 @@ async def test_install_start_stop_restart_kill_publish_agent_commands(
     (start,) = messages
     assert start["type"] == "start_server"
     # The value travels in the environment; the command only refers to it.
-    assert start["startCommand"] == 'python3 -u echo.py --memory "${MEMORY}"'
+    assert start["template"]["startCommand"] == 'python3 -u echo.py --memory "${MEMORY}"'
     assert start["environment"]["MEMORY"] == "1024M" and start["environment"]["MODE"] == "test"
     assert start["environment"]["SERVER_PORT"] == "30000"
     assert start["suspended"] is False
@@ -335,7 +366,8 @@ async def test_install_start_stop_restart_kill_publish_agent_commands(
 
     response, messages = await act("/stop", {"timeout": 15})
     assert response.json()["data"]["status"] == "stopping"
-    assert [(m["type"], m["timeout"]) for m in messages] == [("stop_server", 15)]
+    # The field the agent reads (StopServer.timeout_seconds).
+    assert [(m["type"], m["timeoutSeconds"]) for m in messages] == [("stop_server", 15)]
 
     await set_status(db, fleet.server, "running")
     response, messages = await act("/restart")
@@ -441,15 +473,14 @@ async def test_command(
         lambda: client.post(path, json={"command": "say hi"}, headers=fleet.owner.headers),
     )
     assert response.json()["data"]["message"] == "Command sent"
-    assert messages == [
-        {
-            "type": "execute_command",
-            "serverId": fleet.server.id,
-            "serverUuid": fleet.server.uuid,
-            "suspended": False,
-            "command": "say hi",
-        }
-    ]
+    (sent,) = messages
+    assert sent["requestId"]
+    assert {k: v for k, v in sent.items() if k != "requestId"} == {
+        "type": "execute_command",
+        "serverId": fleet.server.id,
+        "serverUuid": fleet.server.uuid,
+        "command": "say hi",
+    }
 
 
 async def test_crash_count_and_restart_policy(

@@ -10,8 +10,9 @@ from hostplane.core.clock import shifted
 from hostplane.core.db.session import publish_pending
 from hostplane.core.events.bus import Event
 from hostplane.core.runtime import Runtime
-from hostplane.infra.servers import service
+from hostplane.infra.servers import commands, reports, service
 from hostplane.infra.servers.models import Server
+from hostplane.protocol import StartServer, StopServer, dump, parse_message
 from tests.infra.conftest import Fleet
 from tests.support.infra import set_status
 
@@ -19,7 +20,7 @@ from tests.support.infra import set_status
 async def report(
     db: AsyncSession, server_id: str, state: str, exit_code: int | None = None
 ) -> list[str]:
-    sends = await service.apply_state_report(db, server_id, state, exit_code)
+    sends = await reports.apply_state_report(db, server_id, state, exit_code)
     await db.commit()
     return sends
 
@@ -102,14 +103,14 @@ async def test_max_crash_count_stops_restarts(db: AsyncSession, fleet: Fleet) ->
 
 async def test_crash_loop_guard(db: AsyncSession, fleet: Fleet) -> None:
     await configure(db, fleet.server.id, "always", max_crash_count=100)
-    for _ in range(service.CRASH_LOOP_LIMIT):
+    for _ in range(reports.CRASH_LOOP_LIMIT):
         await set_status(db, fleet.server, "running")
         assert await report(db, fleet.server.id, "crashed", 1) == ["start_server"]
     await set_status(db, fleet.server, "running")
     assert await report(db, fleet.server.id, "crashed", 1) == []
     assert (await fresh(db, fleet.server.id)).status == "crashed"
     # Once the window has passed, the policy restarts again.
-    with shifted(service.CRASH_LOOP_WINDOW + timedelta(seconds=1)):
+    with shifted(reports.CRASH_LOOP_WINDOW + timedelta(seconds=1)):
         await set_status(db, fleet.server, "running")
         assert await report(db, fleet.server.id, "crashed", 1) == ["start_server"]
 
@@ -126,7 +127,7 @@ async def test_state_changes_are_published_for_clients(
 ) -> None:
     await set_status(db, fleet.server, "starting")
     async with runtime.bus.subscribe(f"server.{fleet.server.id}.state") as subscription:
-        await service.apply_state_report(db, fleet.server.id, "running")
+        await reports.apply_state_report(db, fleet.server.id, "running")
         await db.commit()
         await publish_pending(db, runtime.bus)
         event: Event = await subscription.get()
@@ -139,11 +140,50 @@ async def test_state_changes_are_published_for_clients(
     }
 
 
-async def test_agent_command_builds_the_full_message(db: AsyncSession, fleet: Fleet) -> None:
-    message = await service.agent_command(db, fleet.server.id, "start_server")
-    assert message is not None
-    assert message["type"] == "start_server" and message["serverUuid"] == fleet.server.uuid
-    assert message["startCommand"] == 'python3 -u echo.py --memory "${MEMORY}"'
-    assert message["environment"]["MEMORY"] == "1024M"
-    assert await service.agent_command(db, "missing", "start_server") is None
+async def test_commands_are_the_protocol_models(db: AsyncSession, fleet: Fleet) -> None:
+    server = await fresh(db, fleet.server.id)
+    start = await commands.build(db, service.PlannedCommand(server, "start_server", "stopped"))
+    assert isinstance(start, StartServer)
+    assert start.server_uuid == fleet.server.uuid
+    # The value travels in the environment; the command only refers to it.
+    assert start.template.start_command == 'python3 -u echo.py --memory "${MEMORY}"'
+    assert start.environment["MEMORY"] == "1024M"
+    assert start.environment["SERVER_PORT"] == "30000"
+    assert start.port_bindings == {"30000": 30000}
+    stop = await commands.build(
+        db, service.PlannedCommand(server, "stop_server", "running", stop_timeout=15)
+    )
+    assert isinstance(stop, StopServer) and stop.timeout_seconds == 15
+    # What goes on the wire parses back into the same model.
+    assert parse_message(dump(stop)) == stop
     await db.commit()
+
+
+async def test_an_install_ends_install_failed_with_the_reason(
+    db: AsyncSession, runtime: Runtime, fleet: Fleet
+) -> None:
+    await set_status(db, fleet.server, "installing")
+    assert (
+        await reports.apply_state_report(
+            db, fleet.server.id, "install_failed", message="image busybox:nope is not available"
+        )
+        == []
+    )
+    await db.commit()
+    row = await fresh(db, fleet.server.id)
+    assert row.status == "install_failed"
+    assert row.status_reason == "image busybox:nope is not available"
+
+
+async def test_reconcile_ends_an_install_the_agent_lost(db: AsyncSession, fleet: Fleet) -> None:
+    await set_status(db, fleet.server, "installing")
+    # The agent restarted: it lists the server (an earlier run) as stopped.
+    await reports.apply_state_report(db, fleet.server.id, "stopped", reconciling=True)
+    await db.commit()
+    row = await fresh(db, fleet.server.id)
+    assert row.status == "install_failed"
+    assert row.status_reason == reports.INSTALL_INTERRUPTED
+    # Later reconciles do not turn the failed install into a ready server.
+    await reports.apply_state_report(db, fleet.server.id, "stopped", reconciling=True)
+    await db.commit()
+    assert (await fresh(db, fleet.server.id)).status == "install_failed"

@@ -3,12 +3,14 @@
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.core.runtime import Runtime
 from tests.infra.conftest import Fleet
+from tests.infra.test_servers import commands_during
 from tests.support.identity import logged_in
 
 
 async def test_owner_shares_a_server(
-    client: httpx.AsyncClient, db: AsyncSession, fleet: Fleet
+    client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime, fleet: Fleet
 ) -> None:
     base = f"/api/servers/{fleet.server.id}/users"
     server_path = f"/api/servers/{fleet.server.id}"
@@ -27,9 +29,13 @@ async def test_owner_shares_a_server(
     assert (await client.get(server_path, headers=fleet.other.headers)).status_code == 200
     listed = await client.get("/api/servers", headers=fleet.other.headers)
     assert [s["id"] for s in listed.json()["data"]] == [fleet.server.id]
-    assert (
-        await client.post(f"{server_path}/start", headers=fleet.other.headers)
-    ).status_code == 200
+    # (the agent's part is stood in for: commands wait for its answer)
+    started, _ = await commands_during(
+        runtime,
+        fleet.node.id,
+        lambda: client.post(f"{server_path}/start", headers=fleet.other.headers),
+    )
+    assert started.status_code == 200
     assert (
         await client.post(f"{server_path}/stop", headers=fleet.other.headers)
     ).status_code == 403
@@ -46,11 +52,14 @@ async def test_owner_shares_a_server(
     )
     assert changed.status_code == 200 and changed.json()["data"]["permissions"] == ["control.power"]
     # control.power (QeinTech) admits every power signal, but no longer reading.
-    assert (
-        await client.post(
+    stopped, _ = await commands_during(
+        runtime,
+        fleet.node.id,
+        lambda: client.post(
             f"{server_path}/power", json={"signal": "stop"}, headers=fleet.other.headers
-        )
-    ).status_code == 200
+        ),
+    )
+    assert stopped.status_code == 200
     assert (await client.get(server_path, headers=fleet.other.headers)).status_code == 403
 
     removed = await client.delete(f"{base}/{fleet.other.user.id}", headers=fleet.owner.headers)

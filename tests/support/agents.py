@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,12 @@ async def live_agents(
     nodes: list[tuple[str, str]],
     *,
     settings_of: dict[str, dict[str, Any]] | None = None,
+    runtime_for: Callable[[Path], Any] | None = None,
 ) -> AsyncIterator[list[LiveAgent]]:
     """Serve ``app`` and connect one agent per ``(node id, secret)``; each has
     its own data folder and the extra settings ``settings_of[node id]``.
-    Yields once every agent has shaken hands."""
+    Yields once every agent has shaken hands. ``runtime_for(folder)`` makes
+    each agent's runtime (default: processes)."""
     async with served(app) as address, contextlib.AsyncExitStack() as stack:
         agents = []
         for node_id, secret in nodes:
@@ -73,7 +75,8 @@ async def live_agents(
                 term_timeout=2,
                 **extra,
             )
-            runtime = ProcessRuntime(folder)
+            # A process runtime unless the test brings another (containers).
+            runtime = runtime_for(folder) if runtime_for is not None else ProcessRuntime(folder)
             connection = AgentConnection(settings, runtime)
             task = asyncio.create_task(connection.run())
             agent = LiveAgent(node_id, folder, connection, runtime, task)

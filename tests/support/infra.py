@@ -72,7 +72,10 @@ async def make_node(
             port_range_end=port_range[1],
         )
         if online:
+            # As if an agent had shaken hands (tests without one get a 503 from
+            # any command that needs an answer).
             node.last_seen_at = utcnow()
+            node.agent_session_id = new_id()
         else:
             node.last_seen_at = utcnow() - timedelta(minutes=5)
     return node, secret

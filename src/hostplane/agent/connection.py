@@ -40,7 +40,7 @@ from hostplane.agent.config import AgentSettings
 from hostplane.agent.disk import MB, recorded_limits
 from hostplane.agent.files.errors import DiskLimitExceeded
 from hostplane.agent.handlers.backups import BackupHandlers
-from hostplane.agent.handlers.context import HandlerContext
+from hostplane.agent.handlers.context import HandlerContext, ServerBusy
 from hostplane.agent.handlers.files import FileHandlers
 from hostplane.agent.handlers.transfers import TransferHandlers
 from hostplane.agent.peers import PeerListener
@@ -51,6 +51,8 @@ from hostplane.agent.runtime import (
     LinesLost,
     OutputBatch,
     RuntimeEvent,
+    ServerAlreadyRunning,
+    ServerNotRunning,
     StateChange,
 )
 from hostplane.agent.runtimes import ServerRuntime
@@ -110,6 +112,9 @@ class AgentConnection:
         self._closing = asyncio.Event()
         self._pending: RuntimeEvent | None = None
         self._requests: set[asyncio.Task[None]] = set()
+        # Servers whose install runs now, and state updates the panel missed.
+        self._installing: set[str] = set()
+        self._undelivered: dict[str, ServerStateUpdate] = {}
         self._host_cpu = sysinfo.host_cpu_sample()
         self.streams = StreamHub(self.send, self._send_bytes)
         self.peers = PeerListener(settings)
@@ -213,13 +218,20 @@ class AgentConnection:
             raise HandshakeRejected(f"expected node_handshake_response, got {answer.type}")
         self.handshakes += 1
         await self.send(await self.reconcile())
+        # Ends the panel did not hear (an install that finished while away).
+        for server_id, update in list(self._undelivered.items()):
+            await self.send(update)
+            self._undelivered.pop(server_id, None)
         self.questions.available = True
         self.connected.set()
 
     async def reconcile(self) -> Reconcile:
-        servers = []
+        servers = [
+            ReconciledServer(server_id=server_id, state="installing")
+            for server_id in sorted(self._installing)
+        ]
         for status in await self.runtime.list_servers():
-            if status.state == "unknown":
+            if status.state == "unknown" or status.server_id in self._installing:
                 continue
             servers.append(
                 ReconciledServer(
@@ -429,21 +441,34 @@ class AgentConnection:
             )
             return {"pid": status.pid, "sandbox": status.sandbox}
         if isinstance(message, StopServer):
+            # Answered once the stop is under way (a graceful stop may take
+            # minutes); the exit is reported as a state update.
             status = await runtime.stop(
                 message.server_id,
                 stop_timeout=message.timeout_seconds or settings.stop_timeout,
                 term_timeout=settings.term_timeout,
+                wait=False,
             )
-            return {"state": status.state, "exitCode": status.exit_code}
+            return {"state": status.state}
         if isinstance(message, RestartServer):
-            status = await runtime.restart(
+            if not (await runtime.status(message.server_id)).running:
+                raise ServerNotRunning(f"server {message.server_id} is not running")
+            self._background(
                 message.server_id,
-                stop_timeout=message.timeout_seconds or settings.stop_timeout,
-                term_timeout=settings.term_timeout,
+                runtime.restart(
+                    message.server_id,
+                    stop_timeout=message.timeout_seconds or settings.stop_timeout,
+                    term_timeout=settings.term_timeout,
+                ),
             )
-            return {"pid": status.pid, "sandbox": status.sandbox}
+            return {"accepted": True}
         if isinstance(message, DeleteServer):
             self.context.ensure_idle(message.server_id)
+            if message.server_id in self._installing:
+                raise ServerBusy("the server is busy (install)")
+            if (await runtime.status(message.server_id)).running:
+                # The panel has deleted it: nothing of it may keep running.
+                await runtime.kill(message.server_id)
             await runtime.forget(message.server_id)
             await self._remove_files(message.server_id)
             return {"deleted": True}
@@ -474,30 +499,91 @@ class AgentConnection:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def _install(self, message: InstallServer) -> Any:
-        script = message.script()
+        """Accept the install and run it in the background: it may take far longer
+        than a request waits. Its end is always reported: ``stopped`` (ready) or
+        ``install_failed`` with the reason, whatever went wrong."""
         server_id = message.server_id
-        if not script:
-            return {"exitCode": 0}
-        await self.send(ServerStateUpdate(server_id=server_id, state="installing"))
-        # The script writes the server's files: measured afresh afterwards.
+        if server_id in self._installing:
+            raise ServerBusy("the server is busy (install)")
+        if (await self.runtime.status(server_id)).running:
+            raise ServerAlreadyRunning(f"server {server_id} is running")
+        self._installing.add(server_id)
+        task = asyncio.create_task(self._run_install(message))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+        return {"accepted": True}
+
+    async def _run_install(self, message: InstallServer) -> None:
+        server_id = message.server_id
+        script = message.script()
+        end: ServerStateUpdate
+        # The script writes the server's files: measured afresh before and after.
         self.context.disk.invalidate(server_id)
         try:
-            async for batch in self.runtime.install(
-                server_id, script, env=message.merged_environment(), spec=launch_spec(message)
-            ):
-                await self.send(
-                    ConsoleOutput(server_id=server_id, stream="system", data=_join(batch.lines))
-                )
+            if script:
+                async for batch in self.runtime.install(
+                    server_id, script, env=message.merged_environment(), spec=launch_spec(message)
+                ):
+                    with contextlib.suppress(ConnectionError, websockets.WebSocketException):
+                        await self.send(
+                            ConsoleOutput(
+                                server_id=server_id, stream="system", data=_join(batch.lines)
+                            )
+                        )
         except InstallFailed as exc:
-            await self.send(
-                ServerStateUpdate(
-                    server_id=server_id, state="stopped", message=str(exc), exit_code=exc.exit_code
-                )
+            end = ServerStateUpdate(
+                server_id=server_id,
+                state="install_failed",
+                message=str(exc),
+                exit_code=exc.exit_code,
             )
-            raise
-        self.context.disk.invalidate(server_id)
-        await self.send(ServerStateUpdate(server_id=server_id, state="stopped", exit_code=0))
-        return {"exitCode": 0}
+        except AgentRuntimeError as exc:
+            end = ServerStateUpdate(server_id=server_id, state="install_failed", message=str(exc))
+        except Exception:
+            logger.exception("install of %s failed", server_id)
+            end = ServerStateUpdate(
+                server_id=server_id,
+                state="install_failed",
+                message="the node could not run the install",
+            )
+        else:
+            end = ServerStateUpdate(server_id=server_id, state="stopped", exit_code=0)
+        finally:
+            self._installing.discard(server_id)
+            self.context.disk.invalidate(server_id)
+        await self._report(end)
+
+    def _background(self, server_id: str, work: Awaitable[Any]) -> None:
+        """Run a command past its answer; a failure is reported as the server's state."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                if not isinstance(exc, AgentRuntimeError):
+                    logger.exception("background work on %s failed", server_id)
+                status = await self.runtime.status(server_id)
+                await self._report(
+                    ServerStateUpdate(
+                        server_id=server_id,
+                        state=_state(status.state),
+                        exit_code=status.exit_code,
+                        message=str(exc)
+                        if isinstance(exc, AgentRuntimeError)
+                        else "the node could not carry out the command",
+                    )
+                )
+
+        task = asyncio.create_task(run())
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _report(self, update: ServerStateUpdate) -> None:
+        """Send ``update`` now, or right after the next handshake if the panel is away."""
+        try:
+            await self.send(update)
+        except (ConnectionError, websockets.WebSocketException):
+            self._undelivered[update.server_id] = update
 
 
 class NotSupported(AgentRuntimeError):
@@ -536,6 +622,7 @@ def _state(value: str) -> ServerState:
         "stopping": "stopping",
         "crashed": "crashed",
         "suspended": "suspended",
+        "install_failed": "install_failed",
     }
     return states.get(value, "stopped")
 

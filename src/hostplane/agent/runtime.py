@@ -706,7 +706,7 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
         at the end if it exits non-zero.
 
         The install runs as the agent's child: an agent restart interrupts it
-        and the panel reinstalls.
+        and the panel marks it ``install_failed`` (installed again on request).
         """
         if self.refusal is not None:
             raise SandboxUnavailable(self.refusal)

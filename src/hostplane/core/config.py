@@ -73,6 +73,19 @@ class BackupSettings(BaseModel):
     timeout_seconds: float = Field(default=6 * 3600, gt=0)
 
 
+class ServerSettings(BaseModel):
+    """Commands to agents and how long a server may stay in a passing state."""
+
+    # How long a request waits for the agent to accept or refuse a command.
+    command_answer_seconds: float = Field(default=30.0, gt=0)
+    # The sweeper ends a state that lasts longer than this (installing ends
+    # install_failed, the others stopped), with a reason on the server.
+    install_timeout_seconds: float = Field(default=1800.0, gt=0)
+    start_timeout_seconds: float = Field(default=120.0, gt=0)
+    stop_timeout_seconds: float = Field(default=120.0, gt=0)
+    transfer_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -178,6 +191,7 @@ class Settings(BaseSettings):
     backups: BackupSettings = Field(default_factory=BackupSettings)
     files: FileSettings = Field(default_factory=FileSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    servers: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(

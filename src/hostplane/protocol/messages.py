@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 ServerState = Literal[
-    "stopped", "installing", "starting", "running", "stopping", "crashed", "suspended"
+    "stopped",
+    "installing",
+    "starting",
+    "running",
+    "stopping",
+    "crashed",
+    "suspended",
+    # Addition: an install that did not finish; ``message`` says why.
+    "install_failed",
 ]
 OutputStream = Literal["stdout", "stderr", "system"]
 SubscribableEvent = Literal[

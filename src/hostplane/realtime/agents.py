@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -24,11 +24,14 @@ from hostplane.core.clock import utcnow
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import NotFound
 from hostplane.core.events.bus import Event
+from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
 from hostplane.infra.backups import service as backups
 from hostplane.infra.nodes import rpc
 from hostplane.infra.nodes import service as nodes
+from hostplane.infra.servers import commands as server_commands
 from hostplane.infra.servers import logs as server_logs
+from hostplane.infra.servers import reports, sweeper
 from hostplane.infra.servers import service as servers
 from hostplane.infra.sftp import service as sftp
 from hostplane.protocol.messages import (
@@ -81,7 +84,6 @@ class AgentSession:
         self.tenant_id = tenant_id
         self._pending_logs: dict[tuple[str, str], list[str]] = {}
         self._last_seen_write = 0.0
-        self._seen_at: datetime | None = None
         # Servers placed on this node: an agent speaks only for those.
         self._own: set[str] = set()
         self._recent: dict[str, ReplayBuffer] = {}
@@ -100,6 +102,8 @@ class AgentSession:
                 asyncio.create_task(self._answer_replays(replays)),
                 asyncio.create_task(self._flush_logs_periodically()),
             ]
+            # Deletes made while the node was away, now that it can hear them.
+            self._spawn(server_commands.send_pending_deletes(self.runtime, self.node_id))
             try:
                 await self._read()
             finally:
@@ -240,11 +244,11 @@ class AgentSession:
         if isinstance(message, ConsoleOutput):
             await self._console(message)
         elif isinstance(message, ServerStateUpdate):
-            await self._state(message.server_id, message.state, message.exit_code)
+            await self._state(
+                message.server_id, message.state, message.exit_code, message=message.message
+            )
         elif isinstance(message, Reconcile):
-            for server in message.servers:
-                if await self._owns(server.server_id):
-                    await self._state(server.server_id, server.state, server.exit_code)
+            await self._reconcile(message)
         elif isinstance(message, ResourceStats):
             await self._stats(message)
         elif isinstance(message, SftpActivity):
@@ -322,14 +326,31 @@ class AgentSession:
             return
         self._last_seen_write = now
         async with self.runtime.unit_of_work() as session:
-            self._seen_at = await nodes.mark_seen(session, self.node_id, health) or self._seen_at
+            await nodes.mark_seen(session, self.node_id, health)
 
-    async def mark_gone(self) -> None:
-        if self._seen_at is not None:
-            async with self.runtime.unit_of_work() as session:
-                await nodes.mark_gone(session, self.node_id, self._seen_at)
+    async def _reconcile(self, message: Reconcile) -> None:
+        """The agent's servers as they are: each report applies, and a server the
+        panel thinks is on its way somewhere that the agent does not know ends."""
+        reported: set[str] = set()
+        for server in message.servers:
+            if await self._owns(server.server_id):
+                reported.add(server.server_id)
+                await self._state(
+                    server.server_id, server.state, server.exit_code, reconciling=True
+                )
+        async with self.runtime.unit_of_work() as session:
+            scope_to_tenant(session, self.tenant_id)
+            await sweeper.settle_unreported(session, self.node_id, reported)
 
-    async def _state(self, server_id: str, state: str, exit_code: int | None) -> None:
+    async def _state(
+        self,
+        server_id: str,
+        state: str,
+        exit_code: int | None,
+        *,
+        message: str | None = None,
+        reconciling: bool = False,
+    ) -> None:
         async with self.runtime.unit_of_work() as session:
             scope_to_tenant(session, self.tenant_id)
             try:
@@ -342,13 +363,28 @@ class AgentSession:
                     "gateway.foreign_server_report", node_id=self.node_id, server_id=server_id
                 )
                 return
-            replies = await servers.apply_state_report(session, server_id, state, exit_code)
-            for kind in replies:
-                command = await servers.agent_command(session, server_id, kind)
-                if command is not None:
-                    servers.publish_command(
-                        session, self.node_id, command, tenant_id=server.tenant_id
-                    )
+            replies = await reports.apply_state_report(
+                session, server_id, state, exit_code, message=message, reconciling=reconciling
+            )
+        if replies:
+            # In a task: the agent's answer comes in through this very read loop.
+            self._spawn(server_commands.follow_up(self.runtime, self.tenant_id, server_id, replies))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        # The coroutine is the task itself, so one cancelled before it ran (the
+        # agent hung up at once) is closed, not left un-awaited.
+        task = asyncio.create_task(work)
+        self._questions.add(task)
+        task.add_done_callback(self._questions.discard)
+        task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "gateway.background_command_failed",
+                node_id=self.node_id,
+                error=repr(task.exception()),
+            )
 
     async def _stats(self, message: ResourceStats) -> None:
         payload = message.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -422,15 +458,18 @@ async def serve_agent(websocket: WebSocket, runtime: Runtime, node_id: str, toke
         return
     await websocket.send_text(dump(NodeHandshakeResponse(node_id=node_id)))
     agent = AgentSession(websocket, runtime, node_id, tenant_id)
-    await agent.mark_seen()
+    session_id = new_id()
+    async with runtime.unit_of_work() as session:
+        await nodes.mark_connected(session, node_id, session_id)
     log.info("gateway.agent_connected", node_id=node_id)
     try:
         await agent.run()
     finally:
         log.info("gateway.agent_disconnected", node_id=node_id)
+        # Offline at once (not after the heartbeat window): commands to it
+        # answer 503 right away instead of waiting for an agent that is gone.
+        with contextlib.suppress(Exception):
+            async with runtime.unit_of_work() as session:
+                await nodes.mark_disconnected(session, node_id, session_id)
         # Whoever waits on this node's answers or streams stops waiting now.
         await agent.publish_presence("node.disconnected")
-        try:
-            await agent.mark_gone()
-        except Exception:  # noqa: BLE001 - the node then ages out as before
-            log.warning("gateway.mark_gone_failed", node_id=node_id)

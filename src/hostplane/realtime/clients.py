@@ -32,6 +32,7 @@ from hostplane.core.events.bus import Event
 from hostplane.core.ids import new_id
 from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
+from hostplane.infra.servers import commands
 from hostplane.infra.servers import service as servers
 from hostplane.infra.servers.models import Server
 from hostplane.infra.servers.schemas import MAX_COMMAND_LENGTH
@@ -335,10 +336,10 @@ class ClientSession:
             server = await servers.load_for(
                 session, principal, message.server_id, CONSOLE_PERMISSIONS
             )
-            servers.publish_command(
+            commands.publish_command(
                 session,
                 server.node_id,
-                {"type": "console_input", "serverId": server.id, "data": message.data},
+                ConsoleInput(server_id=server.id, data=message.data),
                 tenant_id=server.tenant_id,
             )
 

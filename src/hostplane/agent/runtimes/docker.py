@@ -103,6 +103,10 @@ class ImageUnavailable(AgentRuntimeError):
     code = "IMAGE_UNAVAILABLE"
 
 
+class PortInUse(AgentRuntimeError):
+    code = "PORT_IN_USE"
+
+
 class InstallImageUnavailable(InstallFailed):
     """The install image is absent and could not be pulled (no script ran)."""
 
@@ -325,7 +329,8 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
                 else "the container could not be started"
             )
             self._save(server_id, state="crashed", message=message, reported=True)
-            raise AgentRuntimeError(f"server {server_id}: {message}") from exc
+            refused = PortInUse if "in use" in message else AgentRuntimeError
+            raise refused(f"server {server_id}: {message}") from exc
         self._save(server_id, state="running")
         if attach:
             self._watch(server_id)
@@ -739,7 +744,7 @@ class DockerRuntime(ServerFolders, RestartsLastStart):
         agents may share one engine). Running ones continue their output
         after the last stored sequence number; exits nobody reported are
         reported now; install containers an earlier agent left behind are
-        removed (the panel reinstalls).
+        removed (the panel marks that install failed; it is retried on request).
         """
         labelled = await self.engine.list_by_label(SERVER_LABEL)
         present: set[str] = set()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hostplane.core.db.base import Base, IdMixin, IdString, TimestampMixin
@@ -46,3 +46,26 @@ class Node(IdMixin, TenantScoped, TimestampMixin, Base):
 
     last_seen_at: Mapped[datetime | None] = mapped_column()
     health: Mapped[dict[str, Any] | None] = mapped_column()
+    # The agent session currently connected (set at handshake, cleared when its
+    # socket closes); ``None`` means offline whatever ``last_seen_at`` says.
+    agent_session_id: Mapped[str | None] = mapped_column(IdString)
+
+
+class PendingServerDelete(IdMixin, TenantScoped, TimestampMixin, Base):
+    """A deleted server whose files and container the node has not removed yet.
+
+    Written with the server's deletion; sent to the agent when it (re)connects
+    and by the sweeper while it is connected; removed once the agent confirms.
+    """
+
+    __tablename__ = "pending_server_deletes"
+    __table_args__ = (UniqueConstraint("node_id", "server_id"),)
+
+    node_id: Mapped[str] = mapped_column(
+        IdString, ForeignKey("nodes.id", ondelete="CASCADE"), index=True
+    )
+    # No foreign key: the server row is gone by then.
+    server_id: Mapped[str] = mapped_column(IdString)
+    server_uuid: Mapped[str] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))

@@ -65,6 +65,8 @@ _AGENT_ERRORS: dict[str, tuple[int, str]] = {
     "ALREADY_RUNNING": (409, "CONFLICT"),
     "NOT_RUNNING": (409, "CONFLICT"),
     "SERVER_BUSY": (409, "CONFLICT"),
+    "PORT_IN_USE": (409, "PORT_IN_USE"),
+    "IMAGE_UNAVAILABLE": (409, "IMAGE_UNAVAILABLE"),
     "TOO_LARGE": (413, "TOO_LARGE"),
     "DISK_LIMIT_EXCEEDED": (413, "DISK_LIMIT_EXCEEDED"),
     "CHECKSUM_MISMATCH": (502, "CHECKSUM_MISMATCH"),
@@ -78,6 +80,11 @@ class NodeUnavailable(ServiceUnavailable):
     """The node's agent is not connected or stopped answering."""
 
     code = "NODE_UNAVAILABLE"
+
+
+class AnswerOverdue(NodeUnavailable):
+    """The agent took the request but did not answer in time (or hung up
+    before answering): it may still carry it out."""
 
 
 class AgentFailed(HostplaneError):
@@ -294,18 +301,25 @@ class AgentRpc:
     async def call(self, node_id: str, message: WireModel, *, within: float = CALL_TIMEOUT) -> Any:
         """Send ``message`` and return the agent's ``response`` data.
 
-        Raises :class:`AgentFailed` for the agent's ``error`` and
-        :class:`NodeUnavailable` when no answer comes within ``timeout``.
+        Raises :class:`AgentFailed` for the agent's ``error``,
+        :class:`NodeUnavailable` when no replica holds the node's agent, and
+        :class:`AnswerOverdue` (a ``NodeUnavailable``) when the agent took the
+        request but no answer came within ``within``.
         """
         request_id = new_id()
         message = message.model_copy(update={"request_id": request_id})
         async with self._exchange(node_id, request_id, None) as exchange:
             await self._publish_message(node_id, message)
             await exchange.accepted()
-            while True:
-                reply = message_of(await exchange.next(within))
-                if isinstance(reply, Error | Response):
-                    return _reply_data(reply)
+            try:
+                while True:
+                    reply = message_of(await exchange.next(within))
+                    if isinstance(reply, Error | Response):
+                        return _reply_data(reply)
+            except AnswerOverdue:
+                raise
+            except NodeUnavailable as exc:
+                raise AnswerOverdue(str(exc)) from exc
 
     @contextlib.asynccontextmanager
     async def download(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +24,9 @@ from hostplane.core.errors import Conflict, NotFound, ServiceUnavailable, Valida
 from hostplane.infra.locations import service as locations
 from hostplane.infra.nodes.models import DEFAULT_PORT_RANGE, DEFAULT_ROLE, Node
 
-# A node is online when it reported within this long (heartbeats come every 30 s).
+# A node is online while its agent's socket is open (``agent_session_id``) and
+# it reported within this long (heartbeats come every 30 s). The window only
+# matters when the replica holding the socket died without saying so.
 ONLINE_WINDOW = timedelta(seconds=90)
 DEPLOYMENT_TOKEN_TTL = timedelta(hours=24)
 _TOKEN_BYTES = 32  # 256 bits
@@ -62,7 +64,7 @@ def _new_secret() -> str:
 
 
 def is_online(node: Node, *, now: datetime | None = None) -> bool:
-    if node.last_seen_at is None:
+    if node.last_seen_at is None or node.agent_session_id is None:
         return False
     return (now or utcnow()) - node.last_seen_at <= ONLINE_WINDOW
 
@@ -211,24 +213,38 @@ async def authenticate_node(session: AsyncSession, node_id: str, token: str) -> 
 
 async def mark_seen(
     session: AsyncSession, node_id: str, health: dict[str, Any] | None = None
-) -> datetime | None:
-    """Record that the node's agent is alive (handshake, heartbeat, health report);
-    returns the time written."""
+) -> None:
+    """Record that the node's agent is alive (handshake, heartbeat, health report)."""
     node = await session.get(Node, node_id)
     if node is None:
-        return None
-    node.last_seen_at = seen = utcnow()
+        return
+    node.last_seen_at = utcnow()
     if health is not None:
         node.health = health
     await session.flush()
-    return seen
 
 
-async def mark_gone(session: AsyncSession, node_id: str, last_written: datetime) -> None:
-    """The agent's socket closed: the node is offline now rather than when its
-    last report ages out, so new work (a transfer to it) is refused at once.
-    Unless a newer connection (on any replica) reported since ``last_written``."""
-    node = await session.get(Node, node_id, with_for_update=True)
-    if node is None or node.last_seen_at is None or node.last_seen_at > last_written:
+async def mark_connected(session: AsyncSession, node_id: str, agent_session_id: str) -> None:
+    """The node's agent finished its handshake on some replica: online from now."""
+    node = await session.get(Node, node_id)
+    if node is None:
         return
-    node.last_seen_at = last_written - ONLINE_WINDOW - timedelta(seconds=1)
+    node.agent_session_id = agent_session_id
+    node.last_seen_at = utcnow()
+    await session.flush()
+
+
+async def mark_disconnected(session: AsyncSession, node_id: str, agent_session_id: str) -> bool:
+    """The socket of session ``agent_session_id`` closed: the node is offline now.
+
+    Only that session's mark is cleared, so an agent that already reconnected
+    (possibly to another replica) is not shown offline by its old socket's end.
+    Returns whether the node went offline.
+    """
+    result = await session.execute(
+        update(Node)
+        .where(Node.id == node_id, Node.agent_session_id == agent_session_id)
+        .values(agent_session_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -3,11 +3,15 @@
 ::
 
     stopped --install--> installing --> stopped
+                                    installing --> install_failed --install--> installing
     stopped --start--> starting --> running --stop--> stopping --> stopped
                                       running --crash--> crashed --> starting | stopped
 
 plus ``transferring`` (moving between nodes) and ``suspended`` (blocked from
-every action until unsuspended). :data:`TRANSITIONS` is the whole table; a
+every action until unsuspended). ``install_failed`` says the last install did
+not finish (no image, a refused container, a failing script, an interrupted
+or overdue install); the reason is on the server (``status_reason``) and the
+only ways out are another install or a delete. :data:`TRANSITIONS` is the whole table; a
 change outside it is refused with 409 naming the state.
 """
 
@@ -20,6 +24,7 @@ from hostplane.core.errors import Conflict, Locked
 State = Literal[
     "stopped",
     "installing",
+    "install_failed",
     "starting",
     "running",
     "stopping",
@@ -30,6 +35,7 @@ State = Literal[
 STATES: Final[tuple[State, ...]] = (
     "stopped",
     "installing",
+    "install_failed",
     "starting",
     "running",
     "stopping",
@@ -40,8 +46,11 @@ STATES: Final[tuple[State, ...]] = (
 
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     "stopped": frozenset({"installing", "starting", "transferring", "suspended"}),
-    # An install ends stopped (ready) or crashed (failed).
-    "installing": frozenset({"stopped", "crashed", "suspended"}),
+    # An install ends stopped (ready) or install_failed; crashed is an older
+    # agent's way of saying it failed.
+    "installing": frozenset({"stopped", "install_failed", "crashed", "suspended"}),
+    # Retry the install, or suspend; nothing can start before an install ended well.
+    "install_failed": frozenset({"installing", "suspended"}),
     "starting": frozenset({"running", "stopping", "stopped", "crashed", "suspended"}),
     # running -> starting is a restart the agent reports without a stop in between.
     "running": frozenset({"stopping", "stopped", "crashed", "starting", "suspended"}),
@@ -55,6 +64,13 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
 OFF: Final[frozenset[State]] = frozenset({"stopped", "crashed"})
 # Running or on its way: console commands reach a process.
 LIVE: Final[frozenset[State]] = frozenset({"starting", "running"})
+# May be deleted (a server whose install failed has nothing running either).
+DELETABLE: Final[frozenset[State]] = OFF | {"install_failed"}
+# States that only last while something is under way; the sweeper ends any of
+# them that outlives its timeout (:mod:`hostplane.infra.servers.sweeper`).
+TRANSITIONAL: Final[frozenset[State]] = frozenset(
+    {"installing", "starting", "stopping", "transferring"}
+)
 
 
 class InvalidTransition(Conflict):
@@ -89,10 +105,11 @@ def ensure_not_suspended(current: str) -> None:
         raise ServerSuspended
 
 
-def ensure_off(current: str, *, action: str) -> None:
-    """423 when suspended; 409 unless the server is stopped (or crashed)."""
+def ensure_off(current: str, *, action: str, allowed: frozenset[State] = OFF) -> None:
+    """423 when suspended; 409 unless the server is stopped (or crashed, or
+    another state of ``allowed``)."""
     ensure_not_suspended(current)
-    if current not in OFF:
+    if current not in allowed:
         raise Conflict(
             f"Server must be stopped to {action} (it is {current})", details={"status": current}
         )

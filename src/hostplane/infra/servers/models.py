@@ -69,6 +69,9 @@ class Server(IdMixin, TenantScoped, TimestampMixin, Base):
     recent_crashes: Mapped[list[Any]] = mapped_column(default=list)
     last_exit_code: Mapped[int | None] = mapped_column(Integer)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Why the status last changed when it was not asked for (an agent's refusal,
+    # a failed install, a state the sweeper ended); cleared by the next change.
+    status_reason: Mapped[str | None] = mapped_column(String(500))
 
     suspended_at: Mapped[datetime | None] = mapped_column()
     suspended_by_user_id: Mapped[str | None] = mapped_column(IdString)

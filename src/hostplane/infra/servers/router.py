@@ -5,15 +5,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.bounds import sequence_or_moment
-from hostplane.core.http.deps import Authenticated, PageDep, SessionDep, require
+from hostplane.core.context import RequestContext
+from hostplane.core.http.deps import (
+    Authenticated,
+    PageDep,
+    RuntimeDep,
+    SessionDep,
+    client_ip,
+    require,
+)
 from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
+from hostplane.core.http.middleware import route_template
 from hostplane.core.principal import Principal
 from hostplane.infra.nodes import service as nodes
-from hostplane.infra.servers import allocations, logs, service, subusers, variables
+from hostplane.infra.servers import allocations, commands, logs, service, subusers, variables
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.schemas import (
     ActionResult,
@@ -48,6 +57,7 @@ ServerCreator = Annotated[Principal, Depends(require("server.create"))]
 Status = Literal[
     "stopped",
     "installing",
+    "install_failed",
     "starting",
     "running",
     "stopping",
@@ -92,6 +102,20 @@ async def _detail(session: AsyncSession, principal: Principal, server: Server) -
 
 def _result(server: Server, message: str) -> Envelope[ActionResult]:
     return ok(ActionResult(message=message, server_id=server.id, status=server.status))
+
+
+def _context(request: Request, principal: Principal) -> RequestContext:
+    """Commands commit their decision before asking the agent, in a unit of
+    work of their own (see :mod:`hostplane.infra.servers.commands`)."""
+    return RequestContext(
+        principal=principal,
+        request_id=getattr(request.state, "request_id", None),
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+        method=request.method,
+        route=route_template(request.scope),
+        path_params=dict(request.path_params),
+    )
 
 
 @router.get("", response_model=PageEnvelope[ServerOut])
@@ -155,10 +179,25 @@ async def update_server(
 
 @router.delete("/{server_id}", response_model=Envelope[ActionResult])
 async def delete_server(
-    server_id: str, session: SessionDep, principal: Authenticated
+    server_id: str,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: Authenticated,
 ) -> Envelope[ActionResult]:
-    """Delete a stopped server (409 while it runs)."""
-    await service.delete_server(session, principal, server_id)
+    """Delete a stopped server (409 while it runs). 200 once its node removed its
+    files and container; 202 when the node is offline (or did not confirm): the
+    removal is remembered and carried out when its agent reconnects."""
+    removed = await commands.delete(runtime, _context(request, principal), server_id)
+    if not removed:
+        response.status_code = 202
+        return ok(
+            ActionResult(
+                message="Server deleted; its node removes the files when it is back online",
+                server_id=server_id,
+                status="deleted",
+            )
+        )
     return ok(
         ActionResult(message="Server deleted successfully", server_id=server_id, status="deleted")
     )
@@ -167,13 +206,14 @@ async def delete_server(
 @router.post("/{server_id}/suspend", response_model=Envelope[SuspensionOut])
 async def suspend_server(
     server_id: str,
-    session: SessionDep,
+    request: Request,
+    runtime: RuntimeDep,
     principal: Authenticated,
     body: SuspendBody | None = None,
 ) -> Envelope[SuspensionOut]:
     """Suspend a server (``server.suspend``); 409 if it already is."""
-    server = await service.suspend_server(
-        session, principal, server_id, reason=body.reason if body else None
+    server = await commands.suspend(
+        runtime, _context(request, principal), server_id, reason=body.reason if body else None
     )
     return ok(SuspensionOut.model_validate(server))
 
@@ -189,70 +229,86 @@ async def unsuspend_server(
 
 @router.post("/{server_id}/install", response_model=Envelope[ActionResult])
 async def install_server(
-    server_id: str, session: SessionDep, principal: Authenticated
+    server_id: str, request: Request, runtime: RuntimeDep, principal: Authenticated
 ) -> Envelope[ActionResult]:
-    """Send ``install_server`` to the node's agent."""
-    server = await service.install_server(session, principal, server_id)
+    """Send ``install_server`` to the node's agent once it is ``installing``; the
+    agent has accepted it when this answers (409/503 and the status back if not)."""
+    server = await commands.install(runtime, _context(request, principal), server_id)
     return _result(server, "Installation started")
 
 
 @router.post("/{server_id}/start", response_model=Envelope[ActionResult])
 async def start_server(
-    server_id: str, session: SessionDep, principal: Authenticated
+    server_id: str, request: Request, runtime: RuntimeDep, principal: Authenticated
 ) -> Envelope[ActionResult]:
-    """Start a stopped or crashed server."""
-    server = await service.power(session, principal, server_id, "start")
+    """Start a stopped or crashed server (409 with the agent's reason if it refuses)."""
+    server = await commands.power(runtime, _context(request, principal), server_id, "start")
     return _result(server, _MESSAGES["start"])
 
 
 @router.post("/{server_id}/stop", response_model=Envelope[ActionResult])
 async def stop_server(
     server_id: str,
-    session: SessionDep,
+    request: Request,
+    runtime: RuntimeDep,
     principal: Authenticated,
     body: StopBody | None = None,
 ) -> Envelope[ActionResult]:
     """Stop a running server gracefully (optional ``timeout`` in seconds before a kill)."""
     timeout = body.timeout if body else None
-    server = await service.power(session, principal, server_id, "stop", stop_timeout=timeout)
+    server = await commands.power(
+        runtime, _context(request, principal), server_id, "stop", stop_timeout=timeout
+    )
     return _result(server, _MESSAGES["stop"])
 
 
 @router.post("/{server_id}/restart", response_model=Envelope[ActionResult])
 async def restart_server(
-    server_id: str, session: SessionDep, principal: Authenticated
+    server_id: str, request: Request, runtime: RuntimeDep, principal: Authenticated
 ) -> Envelope[ActionResult]:
     """Restart a server (starts it when it is stopped)."""
-    server = await service.power(session, principal, server_id, "restart")
+    server = await commands.power(runtime, _context(request, principal), server_id, "restart")
     return _result(server, _MESSAGES["restart"])
 
 
 @router.post("/{server_id}/kill", response_model=Envelope[ActionResult])
 async def kill_server(
-    server_id: str, session: SessionDep, principal: Authenticated
+    server_id: str, request: Request, runtime: RuntimeDep, principal: Authenticated
 ) -> Envelope[ActionResult]:
     """Force-stop a server (SIGKILL), without a graceful shutdown."""
-    server = await service.power(session, principal, server_id, "kill")
+    server = await commands.power(runtime, _context(request, principal), server_id, "kill")
     return _result(server, _MESSAGES["kill"])
 
 
 @router.post("/{server_id}/power", response_model=Envelope[ActionResult])
 async def power(
-    server_id: str, body: PowerBody, session: SessionDep, principal: Authenticated
+    server_id: str,
+    body: PowerBody,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: Authenticated,
 ) -> Envelope[ActionResult]:
     """QeinTech ``{signal: start|stop|restart|kill}`` or SkyPANEL ``{action:
     start|stop|restart|shutdown}`` (``shutdown`` is a graceful stop)."""
     action = body.power_action
-    server = await service.power(session, principal, server_id, action, stop_timeout=body.timeout)
+    server = await commands.power(
+        runtime, _context(request, principal), server_id, action, stop_timeout=body.timeout
+    )
     return _result(server, _MESSAGES[action])
 
 
 @router.post("/{server_id}/command", response_model=Envelope[ActionResult])
 async def send_command(
-    server_id: str, body: CommandBody, session: SessionDep, principal: Authenticated
+    server_id: str,
+    body: CommandBody,
+    request: Request,
+    runtime: RuntimeDep,
+    principal: Authenticated,
 ) -> Envelope[ActionResult]:
     """Send a line to the server's console (409 unless it runs)."""
-    server = await service.send_command(session, principal, server_id, body.command)
+    server = await commands.console_command(
+        runtime, _context(request, principal), server_id, body.command
+    )
     return _result(server, "Command sent")
 
 

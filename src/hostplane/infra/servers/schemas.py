@@ -19,6 +19,9 @@ class ServerOut(ApiModel):
     node_id: str
     template_id: str
     status: str
+    # Why the status last changed on its own (a refusal, a failed install, a
+    # state ended by the sweeper); null after a change someone asked for.
+    status_reason: str | None = None
     allocated_memory_mb: int
     allocated_cpu_cores: float
     allocated_disk_mb: int

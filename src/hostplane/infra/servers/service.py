@@ -2,8 +2,10 @@
 
 One service behind every shape of the documents (Catalyst's ``/start``,
 QeinTech's ``/power {signal}``, SkyPANEL's ``/power {action}``). The service
-never talks to a socket: a command for an agent is published on the event
-bus after commit (topic ``node.<id>.commands``), and the gateway forwards it.
+never talks to a socket: a power, install or delete decides here what the
+agent must be told (a :class:`PlannedCommand`), and
+:mod:`hostplane.infra.servers.commands` builds that message and delivers it,
+acknowledged, once the decision has committed.
 
 Checks run in one order everywhere: the server exists in the tenant (404),
 the caller may act on it (403), it is not suspended (423), the lifecycle
@@ -16,7 +18,6 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 import structlog
@@ -32,9 +33,9 @@ from hostplane.core.principal import Principal
 from hostplane.identity.access import service as access
 from hostplane.identity.users import service as users
 from hostplane.infra.nodes import service as nodes
-from hostplane.infra.nodes.models import Node
+from hostplane.infra.nodes.models import Node, PendingServerDelete
 from hostplane.infra.servers import lifecycle
-from hostplane.infra.servers.lifecycle import LIVE, OFF, STATES
+from hostplane.infra.servers.lifecycle import LIVE, OFF
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.variables import apply_changes, variables_for
 from hostplane.infra.templates import service as templates
@@ -46,10 +47,6 @@ PowerAction = Literal["start", "stop", "restart", "kill"]
 RestartPolicy = Literal["always", "on-failure", "never"]
 RESTART_POLICIES: Final = ("always", "on-failure", "never")
 
-# Crash-loop guard: this many automatic restarts within the window and the
-# server stays crashed until someone starts it (or resets the count).
-CRASH_LOOP_LIMIT: Final = 3
-CRASH_LOOP_WINDOW: Final = timedelta(minutes=10)
 
 RESOURCE_FIELDS: Final = ("allocated_memory_mb", "allocated_cpu_cores", "allocated_disk_mb")
 
@@ -281,89 +278,6 @@ async def _bindings(session: AsyncSession, server: Server) -> dict[int, int]:
     return {a.container_port: a.host_port for a in await allocations_of(session, server.id)}
 
 
-async def agent_command(session: AsyncSession, server_id: str, kind: str) -> dict[str, Any] | None:
-    """The full agent message of ``kind`` for a server (``start_server``, ``install_server``, ...).
-
-    For the gateway: :func:`apply_state_report` returns message kinds; this builds them.
-    """
-    server = await session.get(Server, server_id)
-    if server is None:
-        return None
-    node = await session.get(Node, server.node_id)
-    template = await session.get(Template, server.template_id)
-    if node is None or template is None:
-        return None
-    return await _message(session, server, node, template, kind)
-
-
-async def _message(
-    session: AsyncSession,
-    server: Server,
-    node: Node,
-    template: Template,
-    kind: str,
-    **extra: Any,
-) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "type": kind,
-        "serverId": server.id,
-        "serverUuid": server.uuid,
-        "suspended": server.status == "suspended",
-    }
-    if kind in ("install_server", "start_server", "restart_server"):
-        bindings = await _bindings(session, server)
-        command, environment = templates.render(
-            template, variables_for(server, node, bindings, server.environment)
-        )
-        template_part: dict[str, Any] = {
-            "dockerImage": template.docker_image,
-            "startCommand": command,
-            "stopCommand": template.stop_command,
-            "environment": environment,
-        }
-        if kind == "install_server":
-            template_part |= {
-                "installScript": template.install_script,
-                "installImage": template.install_image,
-                "configFiles": template.features.get("configFiles", []),
-            }
-        base |= {
-            "template": template_part,
-            "startCommand": command,
-            "environment": environment,
-            "allocatedMemoryMb": server.allocated_memory_mb,
-            "allocatedCpuCores": server.allocated_cpu_cores,
-            "allocatedDiskMb": server.allocated_disk_mb,
-            "primaryPort": server.primary_port,
-            "portBindings": {str(c): h for c, h in bindings.items()},
-            "networkMode": server.network_mode,
-            "containerName": server.container_name,
-        }
-    elif kind in ("stop_server", "kill_server"):
-        base["stopCommand"] = template.stop_command
-    return base | extra
-
-
-def publish_command(
-    session: AsyncSession, node_id: str, message: dict[str, Any], *, tenant_id: str | None
-) -> None:
-    """Hand ``message`` to the node's agent (through the gateway) once the transaction commits."""
-    record_event(
-        session,
-        Event("node.command", {"nodeId": node_id, "message": message}, tenant_id=tenant_id),
-        topic=f"node.{node_id}.commands",
-    )
-
-
-async def _send(
-    session: AsyncSession, server: Server, node: Node, kind: str, **extra: Any
-) -> dict[str, Any]:
-    template = await templates.get_template(session, server.template_id)
-    message = await _message(session, server, node, template, kind, **extra)
-    publish_command(session, node.id, message, tenant_id=server.tenant_id)
-    return message
-
-
 def set_status(
     session: AsyncSession, server: Server, status: str, *, reason: str | None = None
 ) -> None:
@@ -372,6 +286,7 @@ def set_status(
         return
     server.status = status
     server.status_changed_at = utcnow()
+    server.status_reason = reason[:500] if reason else None
     record_event(
         session,
         Event(
@@ -553,32 +468,67 @@ async def update_server(
     return server
 
 
-async def delete_server(session: AsyncSession, principal: Principal, server_id: str) -> None:
-    """Delete a stopped server, its ports, grants and logs; tells the agent to remove it.
+CommandKind = Literal[
+    "install_server",
+    "start_server",
+    "stop_server",
+    "restart_server",
+    "kill_server",
+    "delete_server",
+    "execute_command",
+]
+
+
+@dataclass(frozen=True)
+class PlannedCommand:
+    """What the agent must be told after the decision commits.
+
+    ``previous`` is the status before the decision and ``target`` the
+    transitional status it set (``None`` when it set none): a refusal puts
+    ``previous`` back, but only while the server is still in ``target``.
+    """
+
+    server: Server
+    kind: CommandKind
+    previous: str
+    target: str | None = None
+    stop_timeout: int | None = None
+    text: str | None = None
+
+
+async def delete_server(
+    session: AsyncSession, principal: Principal, server_id: str
+) -> PendingServerDelete:
+    """Delete a stopped server, its ports, grants and logs; the agent removes its files.
 
     Suspended servers answer 423 except to operators (global ``server.delete``),
-    who remove them without unsuspending first.
+    who remove them without unsuspending first. The removal on the node is
+    remembered (:class:`PendingServerDelete`) in the same transaction, so it
+    happens even when the node is offline now: it is sent when the agent
+    reconnects.
     """
     server = await load_for(session, principal, server_id, ("server.delete",), for_update=True)
     if server.status == "suspended" and not principal.has("server.delete"):
         lifecycle.ensure_not_suspended(server.status)
     if server.status != "suspended":
-        lifecycle.ensure_off(server.status, action="delete it")
+        lifecycle.ensure_off(server.status, action="delete it", allowed=lifecycle.DELETABLE)
     for grant in await access.grants_on(session, resource_type="server", resource_id=server.id):
         await session.delete(grant)
     node = await nodes.get_node(session, server.node_id)
-    publish_command(
-        session,
-        node.id,
-        {"type": "delete_server", "serverId": server.id, "serverUuid": server.uuid},
+    pending = PendingServerDelete(
+        node_id=node.id,
+        server_id=server.id,
+        server_uuid=server.uuid,
         tenant_id=server.tenant_id,
     )
+    session.add(pending)
     await session.execute(delete(ServerAllocation).where(ServerAllocation.server_id == server.id))
     await session.delete(server)
     await session.flush()
     record_event(
         session, Event("server.deleted", {"serverId": server_id}, tenant_id=server.tenant_id)
     )
+    return pending
 
 
 # --- suspension -------------------------------------------------------------------------------
@@ -586,22 +536,27 @@ async def delete_server(session: AsyncSession, principal: Principal, server_id: 
 
 async def suspend_server(
     session: AsyncSession, principal: Principal, server_id: str, *, reason: str | None = None
-) -> Server:
-    """Suspend (global ``server.suspend``): stops the server if it runs; 409 if already."""
+) -> tuple[Server, PlannedCommand | None]:
+    """Suspend (global ``server.suspend``): stops the server if it runs; 409 if already.
+
+    The stop is best effort: a node that is offline now stops the server when
+    its agent reconnects (a suspended server reported running gets a stop).
+    """
     server = await load_for(session, principal, server_id, ("server.suspend",), for_update=True)
     if server.status == "suspended":
         raise Conflict("Server is already suspended", details={"status": server.status})
     lifecycle.check_transition(server.status, "suspended", action="suspend")
     node = await nodes.get_node(session, server.node_id)
     was_live = server.status not in OFF
+    previous = server.status
     server.suspended_at = utcnow()
     server.suspended_by_user_id = principal.user_id
     server.suspension_reason = reason
     set_status(session, server, "suspended", reason=reason)
-    if was_live and nodes.is_online(node):
-        await _send(session, server, node, "stop_server")
     await session.flush()
-    return server
+    if was_live and nodes.is_online(node):
+        return server, PlannedCommand(server, "stop_server", previous=previous)
+    return server, None
 
 
 async def unsuspend_server(session: AsyncSession, principal: Principal, server_id: str) -> Server:
@@ -619,16 +574,19 @@ async def unsuspend_server(session: AsyncSession, principal: Principal, server_i
 # --- lifecycle actions ------------------------------------------------------------------------
 
 
-async def install_server(session: AsyncSession, principal: Principal, server_id: str) -> Server:
-    """Send ``install_server``; the agent reports ``stopped`` when it is ready."""
+async def install_server(
+    session: AsyncSession, principal: Principal, server_id: str
+) -> PlannedCommand:
+    """Move to ``installing``; the agent reports ``stopped`` when it is ready, or
+    ``install_failed`` with the reason (from which install may be retried)."""
     server = await load_for(session, principal, server_id, INSTALL_PERMISSIONS, for_update=True)
     lifecycle.check_transition(server.status, "installing", action="install")
     node = await nodes.get_node(session, server.node_id)
     nodes.ensure_online(node)
-    await _send(session, server, node, "install_server")
+    previous = server.status
     set_status(session, server, "installing")
     await session.flush()
-    return server
+    return PlannedCommand(server, "install_server", previous=previous, target="installing")
 
 
 async def power(
@@ -638,17 +596,18 @@ async def power(
     action: PowerAction,
     *,
     stop_timeout: int | None = None,
-) -> Server:
+) -> PlannedCommand:
     """Start, stop, restart or kill: every power route of every document lands here."""
     server = await load_for(
         session, principal, server_id, POWER_PERMISSIONS[action], for_update=True
     )
     lifecycle.ensure_not_suspended(server.status)
     current = server.status
+    kind: CommandKind
     if action == "start":
         if current not in OFF:
             raise lifecycle.InvalidTransition(current, "starting", "start")
-        target = lifecycle.check_transition(current, "starting", action="start")
+        target: str = lifecycle.check_transition(current, "starting", action="start")
         kind = "start_server"
     elif action == "stop":
         if current not in LIVE:
@@ -670,22 +629,24 @@ async def power(
         kind = "kill_server"
     node = await nodes.get_node(session, server.node_id)
     nodes.ensure_online(node)
-    extra: dict[str, Any] = (
-        {"timeout": stop_timeout} if stop_timeout is not None and kind == "stop_server" else {}
-    )
-    await _send(session, server, node, kind, **extra)
-    if action == "start":
+    if kind == "start_server":
         # Someone started it by hand: the crash-loop window starts over.
         server.recent_crashes = []
     set_status(session, server, target)
     await session.flush()
-    return server
+    return PlannedCommand(
+        server,
+        kind,
+        previous=current,
+        target=target,
+        stop_timeout=stop_timeout if kind == "stop_server" else None,
+    )
 
 
 async def send_command(
     session: AsyncSession, principal: Principal, server_id: str, command: str
-) -> Server:
-    """Send a line to the server's stdin (``execute_command``); 409 unless it runs."""
+) -> PlannedCommand:
+    """A line for the server's stdin (``execute_command``); 409 unless it runs."""
     server = await load_for(session, principal, server_id, COMMAND_PERMISSIONS)
     lifecycle.ensure_not_suspended(server.status)
     if server.status not in LIVE:
@@ -694,8 +655,7 @@ async def send_command(
         )
     node = await nodes.get_node(session, server.node_id)
     nodes.ensure_online(node)
-    await _send(session, server, node, "execute_command", command=command)
-    return server
+    return PlannedCommand(server, "execute_command", previous=server.status, text=command)
 
 
 async def reset_crash_count(session: AsyncSession, principal: Principal, server_id: str) -> Server:
@@ -725,80 +685,7 @@ async def set_restart_policy(
     return server
 
 
-# --- what the agent reports -------------------------------------------------------------------
-
-
-def _recent(server: Server, now: datetime) -> list[str]:
-    cutoff = now - CRASH_LOOP_WINDOW
-    return [t for t in server.recent_crashes or [] if datetime.fromisoformat(t) >= cutoff]
-
-
-async def apply_state_report(
-    session: AsyncSession, server_id: str, state: str, exit_code: int | None = None
-) -> list[str]:
-    """Apply a ``server_state_update`` from the agent; returns the message kinds to send back.
-
-    The agent reports reality, so any known state is recorded (a change outside
-    the table is logged, not refused). An exit the panel did not ask for (state
-    ``crashed``, or ``stopped`` with a non-zero exit code while running) counts
-    as a crash. The restart policy then decides: ``always`` restarts after any
-    unexpected exit, ``on-failure`` after crashes, ``never`` does not; and
-    nothing restarts once ``crash_count`` reaches ``max_crash_count`` or after
-    :data:`CRASH_LOOP_LIMIT` automatic restarts within :data:`CRASH_LOOP_WINDOW`
-    (the crash-loop guard). A suspended server that reports running gets a stop.
-    """
-    server = await session.get(Server, server_id)
-    if server is None or state not in STATES or state == "suspended":
-        return []
-    previous = server.status
-    if exit_code is not None:
-        server.last_exit_code = exit_code
-    if previous == "suspended":
-        return ["stop_server"] if state in LIVE else []
-    if previous == "transferring" and state != "crashed":
-        return []
-    was_live = previous in LIVE
-    crashed = state == "crashed" or (
-        state == "stopped" and was_live and exit_code is not None and exit_code != 0
-    )
-    clean_exit = state == "stopped" and was_live and not crashed
-    now = utcnow()
-    if not crashed and not clean_exit:
-        if not lifecycle.can_transition(previous, state) and previous != state:
-            log.info(
-                "servers.unexpected_transition", server_id=server.id, previous=previous, state=state
-            )
-        set_status(session, server, state)
-        await session.flush()
-        return []
-
-    if crashed:
-        server.crash_count += 1
-        server.last_crash_at = now
-        set_status(
-            session,
-            server,
-            "crashed",
-            reason=f"exit code {exit_code}" if exit_code is not None else None,
-        )
-    recent = _recent(server, now)
-    wants_restart = server.restart_policy == "always" or (
-        crashed and server.restart_policy == "on-failure"
-    )
-    below_limit = server.crash_count < server.max_crash_count
-    looping = len(recent) >= CRASH_LOOP_LIMIT
-    if wants_restart and below_limit and not looping:
-        server.recent_crashes = [*recent, now.isoformat()]
-        set_status(session, server, "starting", reason="restarted by policy")
-        await session.flush()
-        return ["start_server"]
-    server.recent_crashes = recent
-    if looping:
-        log.warning("servers.crash_loop", server_id=server.id, crashes=len(recent))
-    if clean_exit:
-        set_status(session, server, "stopped")
-    await session.flush()
-    return []
+# --- what the agent reports (state reports: :mod:`hostplane.infra.servers.reports`) -------
 
 
 async def record_stats(session: AsyncSession, server_id: str, stats: Mapping[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 18:09:10.450021
+Create Date: 2026-12-07 18:31:00.738099
 """
 
 from collections.abc import Sequence
@@ -515,6 +515,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
+        sa.Column("agent_session_id", sa.String(length=26), nullable=True),
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("tenant_id", sa.String(length=26), nullable=False),
         sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
@@ -656,6 +657,42 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "role_id", name=op.f("pk_user_roles")),
     )
     op.create_table(
+        "pending_server_deletes",
+        sa.Column("node_id", sa.String(length=26), nullable=False),
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("server_uuid", sa.String(length=36), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["node_id"],
+            ["nodes.id"],
+            name=op.f("fk_pending_server_deletes_node_id_nodes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_pending_server_deletes_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pending_server_deletes")),
+        sa.UniqueConstraint(
+            "node_id", "server_id", name=op.f("uq_pending_server_deletes_node_id_server_id")
+        ),
+    )
+    with op.batch_alter_table("pending_server_deletes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_pending_server_deletes_node_id"), ["node_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_pending_server_deletes_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "refresh_tokens",
         sa.Column("session_id", sa.String(length=26), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
@@ -730,6 +767,7 @@ def upgrade() -> None:
         sa.Column(
             "status_changed_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
         ),
+        sa.Column("status_reason", sa.String(length=500), nullable=True),
         sa.Column(
             "suspended_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
         ),
@@ -1016,6 +1054,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_refresh_tokens_session_id"))
 
     op.drop_table("refresh_tokens")
+    with op.batch_alter_table("pending_server_deletes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_pending_server_deletes_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_pending_server_deletes_node_id"))
+
+    op.drop_table("pending_server_deletes")
     op.drop_table("user_roles")
     with op.batch_alter_table("tenant_role_settings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenant_role_settings_tenant_id"))
