@@ -93,7 +93,8 @@ def test_a_killed_agent_is_restarted_and_power_answers_503_while_it_is_down(
         refused = httpx.post(
             f"{panel.base_url}/api/servers/{server_id}/start", headers=headers, timeout=30
         )
-        assert time.monotonic() - started < 3
+        # Promptly: not after the answer timeout (30 s) an agent would get.
+        assert time.monotonic() - started < 10
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] in ("NODE_OFFLINE", "NODE_UNAVAILABLE")
         status = httpx.get(f"{panel.base_url}/api/servers/{server_id}", headers=headers)
