@@ -120,7 +120,7 @@ CASES: list[Case] = [
     case("GET", "/api/servers/{server_id}/network", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
     case("POST", "/api/servers/{fresh_server_id}/network/allocations", owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
     case("GET", "/api/servers/{server_id}/users", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
-    case("POST", "/api/servers/{server_id}/users", body={"userId": "{target_user_id}", "permissions": ["server.read"]}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/users", body={"userId": "{fresh_user_id}", "permissions": ["server.read"]}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
     case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     # infra: backups and transfers (no agent is connected; jobs are only queued)
