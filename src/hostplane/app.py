@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
@@ -16,7 +18,7 @@ from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
 from hostplane.core.events.bus import create_bus
-from hostplane.core.http.envelope import ERROR_RESPONSES
+from hostplane.core.http.envelope import ERROR_RESPONSES, error_body
 from hostplane.core.http.errors import install_error_handlers
 from hostplane.core.http.middleware import RequestMiddleware
 from hostplane.core.http.middleware_forwarded import ForwardedClientMiddleware
@@ -83,6 +85,19 @@ def build_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A connection lost mid-transaction (the database restarted, a failover)
+    # is the service being briefly unavailable, not a server bug; the pool is
+    # already invalidated, so the client's retry gets a fresh connection.
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return JSONResponse(
+            error_body("SERVICE_UNAVAILABLE", "The database connection was lost; try again"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    raise exc
+
+
 def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: int = 0) -> FastAPI:
     """The panel's ASGI app.
 
@@ -123,6 +138,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_exception_handler(DBAPIError, _database_error)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -99,13 +99,21 @@ def up(
 
 
 @cli.command()
-def serve(data_dir: DataDirOption = None, host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    data_dir: DataDirOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, max=64, help="Server processes sharing the port."),
+    ] = 1,
+) -> None:
     """Run the panel API only (production: several replicas behind a load balancer)."""
     settings = _settings(data_dir, host=host, port=port)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     sock = _bind(settings.host, settings.port)
     _run(_check_database(settings))
-    _serve(settings, sock, workers=0)
+    _serve(settings, sock, workers=0, processes=workers)
 
 
 @cli.command()

@@ -8,8 +8,12 @@ the command prints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
+import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,7 +109,18 @@ async def migrate(settings: Settings) -> str | None:
         await engine.dispose()
 
 
-def serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
+def serve(settings: Settings, sock: socket.socket, *, workers: int, processes: int = 1) -> None:
+    """Serve HTTP on ``sock``: in this process, or in ``processes`` forked ones.
+
+    ``workers`` is the number of job workers inside each app (0 for ``serve``).
+    """
+    if processes <= 1:
+        _serve_here(settings, sock, workers=workers)
+        return
+    _supervise(settings, sock, workers=workers, processes=processes)
+
+
+def _serve_here(settings: Settings, sock: socket.socket, *, workers: int) -> None:
     from hostplane.app import create_app
 
     app = create_app(settings, workers=workers)
@@ -125,6 +140,77 @@ def serve(settings: Settings, sock: socket.socket, *, workers: int) -> None:
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _supervise(settings: Settings, sock: socket.socket, *, workers: int, processes: int) -> None:
+    """Fork ``processes`` servers sharing ``sock``; stop them all together.
+
+    Each child builds its own app (engine, pool, event loop) after the fork:
+    nothing with a connection or a thread in it crosses the fork. The kernel
+    spreads accepted connections over the processes blocked on the socket.
+    When one child dies on its own the others are stopped too and the command
+    fails with one line: a half-sized panel that looks healthy is worse.
+    """
+    children: set[int] = set()
+    stopping = False
+
+    def stop_all() -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        stop_all()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured by the CLI tests
+            _child(settings, sock, workers=workers)
+        children.add(pid)
+    if stopping:
+        stop_all()
+    failure: str | None = None
+    # Waiting has an end: every child exits on SIGTERM within uvicorn's
+    # graceful shutdown timeout.
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            stopping = True
+            failure = f"server process {pid} {_exit_reason(status)}; stopped the others"
+            stop_all()
+    sock.close()
+    if failure is not None:
+        raise CliError(failure)
+
+
+def _child(settings: Settings, sock: socket.socket, *, workers: int) -> None:
+    # uvicorn installs its own SIGTERM/SIGINT handling for graceful shutdown.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    code = 0
+    try:
+        _serve_here(settings, sock, workers=workers)
+    except BaseException as exc:  # noqa: BLE001 - the child must never return into the parent's code
+        sys.stderr.write(f"server process {os.getpid()} failed: {reason(exc)}\n")
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -73,5 +73,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_recycle=1800,
-        pool_pre_ping=True,
+        # No ping before each checkout (a round trip per transaction): a
+        # connection found dead runs its first statement again on a fresh
+        # one (RetryingSession), and the disconnect invalidates the pool.
+        pool_pre_ping=False,
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hostplane.core.errors import HostplaneError
@@ -24,8 +26,48 @@ _PENDING_EVENTS = "hostplane.pending_events"
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
+class RetryingSession(AsyncSession):
+    """A session that retries its transaction's first statement once on a dead connection.
+
+    Pooled connections are not pinged before use (a round trip per checkout);
+    a connection the server closed meanwhile fails on its first statement
+    instead. SQLAlchemy then invalidates it and every older pooled connection,
+    and since nothing ran in the transaction yet, the statement can simply run
+    again on a fresh connection. Later statements are never retried: the
+    transaction's earlier work died with the connection.
+    """
+
+    async def _first_retried(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, **kw: Any
+    ) -> Any:
+        if self.in_transaction():
+            return await method(*args, **kw)
+        try:
+            return await method(*args, **kw)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("db.connection_lost_retrying", error=type(exc.orig).__name__)
+            await self.rollback()
+            return await method(*args, **kw)
+
+    async def execute(self, *args: Any, **kw: Any) -> Any:
+        return await self._first_retried(super().execute, *args, **kw)
+
+    async def scalar(self, *args: Any, **kw: Any) -> Any:
+        return await self._first_retried(super().scalar, *args, **kw)
+
+    async def scalars(self, *args: Any, **kw: Any) -> Any:
+        return await self._first_retried(super().scalars, *args, **kw)
+
+    async def get(self, *args: Any, **kw: Any) -> Any:
+        return await self._first_retried(super().get, *args, **kw)
+
+
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+    return async_sessionmaker(
+        engine, class_=RetryingSession, expire_on_commit=False, autoflush=True
+    )
 
 
 def record_event(session: AsyncSession, event: Event, *, topic: str | None = None) -> None:
