@@ -8,8 +8,10 @@ from pathlib import Path
 
 import httpx
 
+from hostplane.core.ids import new_id
 from tests.conftest import TEST_SECRET
 from tests.support.processes import base_env, free_port, hostplane_command, hostplane_process
+from tests.support.services import REDIS_URL
 
 
 def _children(pid: int) -> set[int]:
@@ -26,7 +28,12 @@ def _alive(pid: int) -> bool:
 
 
 def _serve(tmp_path: Path, port: int):  # type: ignore[no-untyped-def]
-    env = base_env(HOSTPLANE_SECRET_KEY=TEST_SECRET)
+    # Several processes share agents' sockets and events through Redis.
+    env = base_env(
+        HOSTPLANE_SECRET_KEY=TEST_SECRET,
+        HOSTPLANE_REDIS_URL=REDIS_URL,
+        HOSTPLANE_EVENT_CHANNEL_PREFIX=f"serve{new_id()[-8:]}",
+    )
     migrated = subprocess.run(
         hostplane_command("migrate", "--data-dir", str(tmp_path)),
         env=env,
@@ -77,3 +84,21 @@ def test_a_dying_process_stops_the_others_with_one_line(tmp_path: Path) -> None:
             f"hostplane: error: server process {first} was killed by SIGKILL; stopped the others"
         ], running.output()
         assert "Traceback" not in running.output()
+
+
+def test_several_processes_without_redis_are_refused_with_one_line(tmp_path: Path) -> None:
+    """In-memory buses are per process: an agent on one would be out of the others' reach."""
+    done = subprocess.run(
+        hostplane_command(
+            "serve", "--data-dir", str(tmp_path), "--port", str(free_port()), "--workers", "2"
+        ),
+        env=base_env(HOSTPLANE_SECRET_KEY=TEST_SECRET),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "hostplane: error: --workers above 1 needs redis_url (HOSTPLANE_REDIS_URL)"
+    ], done.stderr

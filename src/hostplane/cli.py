@@ -110,6 +110,10 @@ def serve(
 ) -> None:
     """Run the panel API only (production: several replicas behind a load balancer)."""
     settings = _settings(data_dir, host=host, port=port)
+    if workers > 1 and not settings.redis_url:
+        # Each process has its own in-memory event bus: an agent's socket held
+        # by one would be out of reach of commands and consoles on the others.
+        raise CliError("--workers above 1 needs redis_url (HOSTPLANE_REDIS_URL)")
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     sock = _bind(settings.host, settings.port)
     _run(_check_database(settings))

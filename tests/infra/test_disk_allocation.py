@@ -149,9 +149,11 @@ async def test_stats_report_disk_usage_and_a_server_over_its_allocation_is_stopp
     await wait_for(stopped)
     assert "disk allocation" in await log_text()
 
-    # Over its allocation it does not start again.
+    # Over its allocation it does not start again: the agent refuses the start,
+    # the answer says why, and the server stays stopped.
     refused = await client.post(f"{path}/start", headers=owner)
-    assert refused.status_code == 200, refused.text
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["code"] == "DISK_LIMIT_EXCEEDED"
     await wait_for(stopped)
     await asyncio.sleep(1)
     assert not await is_running()

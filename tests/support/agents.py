@@ -59,6 +59,9 @@ async def live_agents(
         for node_id, secret in nodes:
             extra = (settings_of or {}).get(node_id, {})
             folder = Path(tempfile.mkdtemp(prefix="hpn-", dir="/tmp"))
+            # Servers run as their own uid: the path to their folder must be
+            # traversable (mkdtemp makes it 0700).
+            folder.chmod(0o711)
             stack.callback(shutil.rmtree, folder, True)
             stack.callback(kill_everything_under, folder)
             settings = AgentSettings(
