@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -61,7 +62,7 @@ async def live_agents(
             folder = Path(tempfile.mkdtemp(prefix="hpn-", dir="/tmp"))
             # Servers run as their own uid: the path to their folder must be
             # traversable (mkdtemp makes it 0700).
-            folder.chmod(0o711)
+            os.chmod(folder, 0o711)  # noqa: S103 - traversal only, no listing
             stack.callback(shutil.rmtree, folder, True)
             stack.callback(kill_everything_under, folder)
             settings = AgentSettings(
