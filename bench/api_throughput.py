@@ -106,6 +106,16 @@ def seed(base: str, operator_token: str, node_id: str, servers: int) -> Seeded:
     return Seeded(token, ids[-1], live if _until(user, live, "running") else None)
 
 
+def stop_live(base: str, seeded: Seeded) -> None:
+    """Kill the live server: servers outlive their agent by design, the bench's must not."""
+    if seeded.live_server_id:
+        httpx.post(
+            f"{base}/api/servers/{seeded.live_server_id}/kill",
+            headers={"Authorization": f"Bearer {seeded.token}"},
+            timeout=30,
+        )
+
+
 def _until(http: httpx.Client, server_id: str, status: str) -> bool:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -245,7 +255,10 @@ def serve_on_postgres(
             ):
                 wait_node_online(base, ops_token, node["id"])
                 seeded = seed(base, ops_token, node["id"], args.servers)
-                yield {"base": base, "seeded": seeded, "database": libpq_url}
+                try:
+                    yield {"base": base, "seeded": seeded, "database": libpq_url}
+                finally:
+                    stop_live(base, seeded)
 
 
 @contextlib.contextmanager
@@ -272,7 +285,11 @@ def up_on_sqlite(folder: Path, args: argparse.Namespace) -> Iterator[dict[str, A
             node_id = next((n["id"] for n in nodes if n["isOnline"]), None)
             time.sleep(0.2)
         assert node_id, "up's local node did not come online"
-        yield {"base": base, "seeded": seed(base, ops_token, node_id, args.servers)}
+        seeded = seed(base, ops_token, node_id, args.servers)
+        try:
+            yield {"base": base, "seeded": seeded}
+        finally:
+            stop_live(base, seeded)
 
 
 @contextlib.contextmanager
