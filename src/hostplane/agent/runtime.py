@@ -425,7 +425,14 @@ class ProcessRuntime(ServerFolders, RestartsLastStart):
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        _, err = await proc.communicate()
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:
+            # The supervisor detaches within milliseconds and the server runs on
+            # (reattach finds it); reap it here, or its transport outlives the loop.
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(proc.wait(), 5.0)
+            raise
         if proc.returncode != 0:
             raise AgentRuntimeError(
                 f"supervisor for {server_id} failed: {err.decode(errors='replace').strip()}"
