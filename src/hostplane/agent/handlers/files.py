@@ -11,7 +11,7 @@ import functools
 from typing import Any
 
 from hostplane.agent.disk import Quota
-from hostplane.agent.files import archives, operations
+from hostplane.agent.files import archive_create, archives, operations
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import FileError, TooLarge
 from hostplane.agent.files.pull import pull as pull_from_url
@@ -143,7 +143,7 @@ class FileHandlers:
         root = self.root(message.server_id)
         quota = await self.quota(message.server_id, message.disk_limit_mb)
         path = await self.ctx.run(
-            archives.compress,
+            archive_create.compress,
             root,
             list(message.paths),
             message.archive_name,
