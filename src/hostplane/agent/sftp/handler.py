@@ -275,8 +275,14 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                     flags |= os.O_APPEND
                 fd = os.open(name, flags, mode, dir_fd=parent)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode):
                     raise SFTPPermissionDenied(f"{user} is not a regular file")
+                owner = self._root.owner
+                if info is None and owner is not None and opened.st_nlink == 1:
+                    # New files belong to the server's uid at once: it runs on
+                    # and must be able to change what was uploaded.
+                    os.fchown(fd, *owner)
                 os.set_blocking(fd, True)
             except BaseException:
                 os.close(fd)
@@ -420,6 +426,8 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                 raise SFTPFileAlreadyExists(f"{user} already exists")
             with self._root.open_parent(host) as (parent, name):
                 os.mkdir(name, mode_of(attrs, _DEFAULT_DIR_MODE), dir_fd=parent)
+                if self._root.owner is not None:
+                    os.chown(name, *self._root.owner, dir_fd=parent, follow_symlinks=False)
 
         await self._run(user, work)
         self._activity("mkdir", user, None)
