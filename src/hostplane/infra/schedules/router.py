@@ -53,7 +53,7 @@ async def create_task(
     in ``timezone`` (IANA, default UTC); a bad field is a 400 naming it
     (``details.field``, e.g. ``schedule.hour``). Runs act as the caller, with the
     caller's permissions as they are when each run starts."""
-    task = await service.create_task(session, principal, body.model_dump())
+    task = await service.create_task(session, principal, body.model_dump(by_alias=False))
     return ok(_out(task))
 
 
@@ -69,7 +69,7 @@ async def update_task(
     task_id: str, body: TaskUpdate, session: SessionDep, principal: Authenticated
 ) -> Envelope[TaskOut]:
     """Change a task (``task.update``); ``nextRunAt`` is recomputed from now."""
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True, by_alias=False)
     task = await service.update_task(session, principal, task_id, changes)
     return ok(_out(task))
 

@@ -50,7 +50,10 @@ class Scheduler:
                         session, task_id, at, now, late_after=self.late_after
                     )
             except IntegrityError:
-                # The run's unique (task, time) key: another instance recorded it.
+                # The run's unique (task, time) key: this time has a run already
+                # (the task's schedule was moved back onto it). Move past it.
+                async with self.runtime.unit_of_work() as session:
+                    await service.advance(session, task_id, at, now)
                 continue
             if run is not None:
                 claimed += 1

@@ -308,7 +308,32 @@ async def due_tasks(session: AsyncSession, now: datetime, limit: int) -> list[tu
         .order_by(ScheduledTask.next_run_at)
         .limit(limit)
     )
-    return [(task_id, due) for task_id, due in rows.tuples() if due is not None]
+    return [(task_id, due) for task_id, due in rows.all() if due is not None]
+
+
+async def advance(
+    session: AsyncSession, task_id: str, due: datetime, now: datetime
+) -> ScheduledTask | None:
+    """Move ``next_run_at`` from ``due`` to the next time after now; the task, or
+    ``None`` when it no longer holds ``due`` (another scheduler moved it first)."""
+    task = await session.get(ScheduledTask, task_id)
+    if task is None or not task.enabled:
+        return None
+    following = cron.next_run(task.schedule, task.timezone, max(now, due))
+    moved = await session.execute(
+        update(ScheduledTask)
+        .where(
+            ScheduledTask.id == task_id,
+            ScheduledTask.next_run_at == due,
+            ScheduledTask.enabled.is_(True),
+        )
+        .values(next_run_at=following)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(moved, "rowcount", 0) != 1:
+        return None
+    task.next_run_at = following
+    return task
 
 
 async def claim_due(
@@ -323,23 +348,9 @@ async def claim_due(
     at the time): the task's catch-up policy skips it (recorded as
     ``skipped``) or runs it once, however many runs were missed.
     """
-    task = await session.get(ScheduledTask, task_id)
-    if task is None or not task.enabled:
+    task = await advance(session, task_id, due, now)
+    if task is None:
         return None
-    following = cron.next_run(task.schedule, task.timezone, max(now, due))
-    claimed = await session.execute(
-        update(ScheduledTask)
-        .where(
-            ScheduledTask.id == task_id,
-            ScheduledTask.next_run_at == due,
-            ScheduledTask.enabled.is_(True),
-        )
-        .values(next_run_at=following)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(claimed, "rowcount", 0) != 1:
-        return None
-    task.next_run_at = following
     missed = (now - due).total_seconds() > late_after
     if missed and task.catch_up == "skip":
         return await queue_run(
