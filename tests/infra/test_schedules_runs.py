@@ -22,6 +22,7 @@ from hostplane.identity.users.models import User
 from hostplane.infra.schedules import runner
 from hostplane.infra.schedules.models import ScheduledTask, TaskRun
 from hostplane.infra.schedules.scheduler import Scheduler
+from hostplane.platform.audit.models import AuditLog
 from hostplane.platform.jobs.worker import Worker
 from tests.infra.conftest import Fleet
 from tests.infra.test_commands import until
@@ -301,3 +302,15 @@ async def test_a_scheduled_restart_really_restarts_the_server(
         assert run["status"] == "succeeded", run
         assert run["steps"][0]["status"] == "succeeded"
         await agent.runtime.kill(server.id)
+    # Audited as the owner restarting the server, naming the task.
+    await db.commit()
+    entries = (
+        await db.scalars(
+            select(AuditLog).where(
+                AuditLog.action == "server.restart", AuditLog.resource_id == server.id
+            )
+        )
+    ).all()
+    assert [(e.user_id, e.user_agent) for e in entries] == [
+        (fleet.owner.user.id, f"hostplane scheduled task {task_id}")
+    ]

@@ -51,9 +51,9 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-async def _start(runtime: Runtime, run_id: str) -> tuple[str, str, str | None] | None:
-    """Move the run to ``running`` (once); (task owner, server, a reason to skip) or
-    ``None`` when there is nothing (left) to do."""
+async def _start(runtime: Runtime, run_id: str) -> tuple[str, str, str, str | None] | None:
+    """Move the run to ``running`` (once); (task, its owner, server, a reason to skip)
+    or ``None`` when there is nothing (left) to do."""
     async with runtime.unit_of_work() as session:
         run = await session.get(TaskRun, run_id, with_for_update=True)
         if run is None or run.status in service.FINISHED:
@@ -74,7 +74,7 @@ async def _start(runtime: Runtime, run_id: str) -> tuple[str, str, str | None] |
             if server is None or server.status not in LIVE:
                 state = server.status if server is not None else "deleted"
                 skip = f"The server is not online (it is {state}) and the task runs only when it is"
-        return task.owner_id, run.server_id, skip
+        return task.id, task.owner_id, run.server_id, skip
 
 
 async def _finish(runtime: Runtime, run_id: str, status: str, error: str | None) -> None:
@@ -107,13 +107,19 @@ async def _mark_step(
 
 
 async def _act(
-    runtime: Runtime, principal: Principal, server_id: str, step: dict[str, Any]
+    runtime: Runtime, principal: Principal, task_id: str, server_id: str, step: dict[str, Any]
 ) -> None:
     """One action as ``principal``; raises what the HTTP route would answer with."""
-    context = RequestContext(
-        principal=principal, method="POST", route="/api/tasks/{task_id}/runs", ip=None
-    )
     action = step["action"]
+    # Audited as the owner calling the route that does the same by hand.
+    route = "backups" if action == "backup" else action
+    context = RequestContext(
+        principal=principal,
+        method="POST",
+        route=f"/api/servers/{{server_id}}/{route}",
+        path_params={"server_id": server_id},
+        user_agent=f"hostplane scheduled task {task_id}",
+    )
     payload = step.get("payload") or {}
     if action in ("start", "stop", "restart"):
         await commands.power(runtime, context, server_id, action)
@@ -136,7 +142,7 @@ async def _act(
 
 
 async def _run_step(
-    runtime: Runtime, owner_id: str, server_id: str, step: dict[str, Any]
+    runtime: Runtime, owner_id: str, task_id: str, server_id: str, step: dict[str, Any]
 ) -> str | None:
     """The step's failure reason, or ``None`` when it succeeded."""
     try:
@@ -144,7 +150,7 @@ async def _run_step(
     except HostplaneError as exc:
         return f"The task's owner cannot act: {exc.message}"
     try:
-        await _act(runtime, principal, server_id, step)
+        await _act(runtime, principal, task_id, server_id, step)
     except HostplaneError as exc:
         return exc.message
     except Exception:
@@ -157,7 +163,7 @@ async def execute(runtime: Runtime, run_id: str) -> None:
     started = await _start(runtime, run_id)
     if started is None:
         return
-    owner_id, server_id, skip = started
+    task_id, owner_id, server_id, skip = started
     if skip is not None:
         await _finish(runtime, run_id, "skipped", skip)
         return
@@ -190,7 +196,7 @@ async def execute(runtime: Runtime, run_id: str) -> None:
                 is None
             ):
                 return  # the sweeper ended the run meanwhile
-            error = await _run_step(runtime, owner_id, server_id, step)
+            error = await _run_step(runtime, owner_id, task_id, server_id, step)
         finished = utcnow()
         settled = await _mark_step(
             runtime,
