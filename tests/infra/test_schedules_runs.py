@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -236,6 +236,36 @@ async def test_a_worker_that_died_mid_chain_neither_repeats_a_step_nor_hangs_the
     swept = next(r for r in await _runs(client, fleet, task["id"]) if r["id"] == stuck)
     assert swept["status"] == "failed"
     assert "deadline" in swept["error"]
+
+
+async def test_a_chain_runs_its_steps_in_order_after_their_delays(
+    client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime, fleet: Fleet
+) -> None:
+    task = (
+        await create(
+            client,
+            fleet,
+            action="backup",
+            payload={"name": "before"},
+            steps=[{"action": "backup", "payload": {"name": "after"}, "delaySeconds": 1}],
+        )
+    ).json()["data"]
+    await client.post(f"/api/tasks/{task['id']}/execute", headers=fleet.owner.headers)
+    worker = Worker(runtime)
+    assert await worker.run_until_idle() >= 1
+    [run] = await _runs(client, fleet, task["id"])
+    assert run["status"] == "succeeded", run
+    first, second = run["steps"]
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    waited = datetime.fromisoformat(second["startedAt"]) - datetime.fromisoformat(
+        first["finishedAt"]
+    )
+    assert waited >= timedelta(seconds=1)
+    # Both backups were made as the owner would have made them by hand.
+    listed = await client.get(
+        f"/api/servers/{fleet.server.id}/backups", headers=fleet.owner.headers
+    )
+    assert sorted(b["name"] for b in listed.json()["data"]) == ["after", "before"]
 
 
 RESTARTER = """\
