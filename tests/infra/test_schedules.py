@@ -240,3 +240,14 @@ async def test_who_may_do_what(client: httpx.AsyncClient, db: AsyncSession, flee
     assert executed.status_code == 200, executed.text
     assert executed.json()["data"]["message"] == "Task execution queued"
     assert (await client.get("/api/tasks")).status_code == 401
+
+
+async def test_deleting_the_server_deletes_its_tasks(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    task = (await create(client, fleet)).json()["data"]
+    deleted = await client.delete(f"/api/servers/{fleet.server.id}", headers=fleet.owner.headers)
+    assert deleted.status_code in (200, 202), deleted.text
+    gone = await client.get(f"/api/tasks/{task['id']}", headers=fleet.admin.headers)
+    assert gone.status_code == 404
+    assert (await client.get("/api/tasks", headers=fleet.admin.headers)).json()["data"] == []

@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from hostplane.core.clock import utcnow
+from hostplane.core.errors import HostplaneError
 from hostplane.core.runtime import Runtime
 from hostplane.infra.schedules import runner as _runner  # noqa: F401 - registers the job handler
 from hostplane.infra.schedules import service
@@ -54,6 +55,11 @@ class Scheduler:
                 # (the task's schedule was moved back onto it). Move past it.
                 async with self.runtime.unit_of_work() as session:
                     await service.advance(session, task_id, at, now)
+                continue
+            except HostplaneError as exc:
+                # One task that cannot be scheduled (its zone left the tz database)
+                # must not hold up the others.
+                log.warning("schedules.claim_refused", task_id=task_id, error=exc.message)
                 continue
             if run is not None:
                 claimed += 1
