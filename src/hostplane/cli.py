@@ -127,13 +127,14 @@ def worker(
         int | None, typer.Option("--concurrency", min=1, help="Jobs run at once.")
     ] = None,
 ) -> None:
-    """Run background work: installs, backups, transfers, retention."""
+    """Run background work: installs, backups, transfers, retention, scheduled tasks."""
     settings = _settings(data_dir)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     _run(_check_database(settings))
 
     async def work() -> None:
         from hostplane.app import build_runtime
+        from hostplane.infra.schedules.scheduler import Scheduler
         from hostplane.platform.jobs.worker import Worker
 
         runtime = build_runtime(settings)
@@ -143,7 +144,10 @@ def worker(
             loop.add_signal_handler(signum, stop.set)
         await runtime.bus.start()
         try:
-            await Worker(runtime, concurrency=concurrency).run(stop)
+            loops = [Worker(runtime, concurrency=concurrency).run(stop)]
+            if settings.schedules.enabled:
+                loops.append(Scheduler(runtime).run(stop))
+            await asyncio.gather(*loops)
         finally:
             await runtime.bus.close()
             await runtime.engine.dispose()
