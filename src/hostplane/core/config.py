@@ -86,6 +86,13 @@ class ServerSettings(BaseModel):
     transfer_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
 
 
+class DatabaseSettings(BaseModel):
+    """Server databases on MariaDB, MySQL and PostgreSQL hosts."""
+
+    # Connecting to a host and each statement on it; a host slower than this is unavailable.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -192,6 +199,7 @@ class Settings(BaseSettings):
     files: FileSettings = Field(default_factory=FileSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     servers: ServerSettings = Field(default_factory=ServerSettings)
+    databases: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @classmethod
     def settings_customise_sources(
