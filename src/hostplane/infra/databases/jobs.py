@@ -16,7 +16,6 @@ from sqlalchemy import select, update
 
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import HostplaneError
-from hostplane.core.security.crypto import SealError
 from hostplane.infra.databases import service
 from hostplane.infra.databases.models import DatabaseHost, ServerDatabase
 from hostplane.platform.jobs.context import JobContext
@@ -46,8 +45,8 @@ async def _drop_rows(ctx: JobContext, tenant_id: str | None, database_ids: list[
                     await service.connect(host, vault).drop(
                         database=row.name, username=row.username
                     )
-            except (HostplaneError, SealError) as exc:
-                message = exc.message if isinstance(exc, HostplaneError) else str(exc)
+            except HostplaneError as exc:
+                message = exc.message
                 row.last_error = message[:2000]
                 failed.append(database_id)
                 log.warning("databases.drop_failed", database_id=database_id, error=message)

@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hostplane.core.config import Settings
 from hostplane.core.errors import Conflict, NotFound, ValidationFailed
 from hostplane.core.principal import Principal
-from hostplane.core.security.crypto import SecretBox
+from hostplane.core.security.crypto import SealError, SecretBox
 from hostplane.infra.databases.models import DatabaseHost, ServerDatabase
 from hostplane.infra.databases.providers import engine_for
-from hostplane.infra.databases.providers.base import DatabaseEngine, HostAccess
+from hostplane.infra.databases.providers.base import DatabaseEngine, HostAccess, HostUnavailable
 from hostplane.infra.databases.schemas import NAME_PATTERN, DatabaseOut
 from hostplane.infra.locations import service as locations
 from hostplane.infra.nodes import service as nodes
@@ -77,11 +77,19 @@ class Vault:
 
 def connect(host: DatabaseHost, vault: Vault) -> DatabaseEngine:
     """The adapter for ``host``, with its administrative password opened."""
+    try:
+        password = vault.hosts.open(host.password_sealed).decode()
+    except SealError as exc:
+        # The panel's key changed since the host was saved: an operator must re-enter it.
+        raise HostUnavailable(
+            "The database host's stored password cannot be opened with the panel's key; "
+            "save the host again with its password"
+        ) from exc
     access = HostAccess(
         host=host.host,
         port=host.port,
         username=host.username,
-        password=vault.hosts.open(host.password_sealed).decode(),
+        password=password,
         remote_pattern=host.remote_pattern,
         timeout=vault.timeout,
     )
@@ -223,13 +231,21 @@ def _out(row: ServerDatabase, host: DatabaseHost, vault: Vault) -> DatabaseOut:
         id=row.id,
         name=row.name,
         username=row.username,
-        password=vault.databases.open(row.password_sealed).decode(),
+        password=_open(vault.databases, row.password_sealed),
         host=host.public_host or host.host,
         port=host.port,
         host_id=host.id,
         host_name=host.name,
         created_at=row.created_at,
     )
+
+
+def _open(box: SecretBox, sealed: str) -> str:
+    try:
+        return box.open(sealed).decode()
+    except SealError:
+        # Sealed under an earlier panel key: rotating the password issues a new one.
+        return ""
 
 
 def short_id(server: Server) -> str:
