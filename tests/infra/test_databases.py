@@ -460,4 +460,18 @@ async def test_hosts_are_checked_before_they_are_saved(site: Site) -> None:
     assert made.status_code == 201, made.text
     assert made.json()["data"]["host"] == "db.example.com"
     assert (await site.client.delete(path, headers=site.admin)).status_code == 409
+    moved = await site.client.put(path, json={"remotePattern": "10.%"}, headers=site.admin)
+    assert moved.status_code == 409
     assert (await site.client.get(path, headers=site.fleet.owner.headers)).status_code == 403
+
+
+async def test_the_last_place_goes_to_one_request(site: Site) -> None:
+    import asyncio
+
+    owner = site.fleet.owner.headers
+    server = await site.server(site.fleet.owner, limit=1)
+    answers = await asyncio.gather(*(site.create(server, f"race{n}", owner) for n in range(3)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201, 409, 409], [a.text for a in answers]
+    listed = await site.client.get(f"/api/servers/{server.id}/databases", headers=owner)
+    assert len(listed.json()["data"]) == 1

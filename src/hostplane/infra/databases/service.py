@@ -196,6 +196,15 @@ async def update_host(
         await _name_free(session, changes["name"], excluding=host.id)
         host.name = changes["name"]
     await _check_scope(session, changes.get("node_ids") or [], changes.get("location_ids") or [])
+    pattern = changes.get("remote_pattern")
+    if pattern is not None and pattern != host.remote_pattern:
+        # Existing accounts are user@old-pattern: rotate and drop would miss them.
+        held = (await _counts(session, [host.id])).get(host.id, 0)
+        if held:
+            raise Conflict(
+                "The remote pattern cannot change while the host holds databases",
+                details={"databases": held},
+            )
     for field in ("host", "port", "username", "remote_pattern", "node_ids", "location_ids"):
         if changes.get(field) is not None:
             setattr(host, field, changes[field])
