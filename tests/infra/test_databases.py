@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
 from hostplane.infra.databases.models import DatabaseHost, ServerDatabase
 from hostplane.infra.databases.service import short_id
@@ -160,6 +161,23 @@ async def exists_on_host(login: HostLogin, name: str) -> bool:
     pg = await pg_connect(login, user=login.username, password=login.password, db="postgres")
     try:
         return bool(await pg.fetch("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await pg.close()
+
+
+async def as_admin(login: HostLogin, mariadb: str, postgresql: str) -> None:
+    """Run one statement as the host's administrative user."""
+    if login.engine == "mariadb":
+        connection = await mariadb_connect(login)
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute(mariadb)
+        finally:
+            connection.close()
+        return
+    pg = await pg_connect(login, user=login.username, password=login.password, db="postgres")
+    try:
+        await pg.execute(postgresql)
     finally:
         await pg.close()
 
@@ -421,6 +439,20 @@ async def test_hosts_are_checked_before_they_are_saved(site: Site) -> None:
     assert wrong.status_code == 400, wrong.text
     assert wrong.json()["error"]["code"] == "DATABASE_HOST_REJECTED"
     assert "nosuchadmin" in wrong.json()["error"]["message"]
+    weak = f"weak{new_id()[-8:].lower()}"
+    await as_admin(
+        login,
+        f"CREATE USER {weak!r}@'%' IDENTIFIED BY 'weak-pass'",
+        f"CREATE ROLE {weak} LOGIN PASSWORD 'weak-pass'",
+    )
+    try:
+        lacking = await site.client.post(
+            HOSTS, json=login.body("weak", username=weak, password="weak-pass"), headers=site.admin
+        )
+    finally:
+        await as_admin(login, f"DROP USER {weak!r}@'%'", f"DROP ROLE {weak}")
+    assert lacking.status_code == 400, lacking.text
+    assert weak in lacking.json()["error"]["message"]
     away = await site.client.post(HOSTS, json=login.body("away", port=9), headers=site.admin)
     assert away.status_code == 503, away.text
     assert away.json()["error"]["code"] == "DATABASE_HOST_UNAVAILABLE"

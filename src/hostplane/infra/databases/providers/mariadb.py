@@ -118,7 +118,21 @@ class MariaDbEngine:
 
     async def validate(self) -> None:
         async with self._connection() as connection:
-            await self._run(connection, "SELECT VERSION()")
+            [(current,)] = await self._run(connection, "SELECT CURRENT_USER()")
+            user, _, host = str(current).rpartition("@")
+            rows = await self._run(
+                connection,
+                "SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.USER_PRIVILEGES"
+                " WHERE GRANTEE = %s",
+                (f"'{user}'@'{host}'",),
+            )
+        held = {str(kind) for kind, _ in rows}
+        missing = sorted({"CREATE", "CREATE USER", "DROP"} - held)
+        if missing or not any(str(grantable) == "YES" for _, grantable in rows):
+            needs = ", ".join(missing) if missing else "GRANT OPTION"
+            raise HostRejected(
+                f"The administrative user {current} lacks global privileges: {needs}"
+            )
 
     async def exists(self, *, database: str) -> bool:
         async with self._connection() as connection:

@@ -93,12 +93,13 @@ class PostgresEngine:
         async with self._connection() as connection:
             rows = await self._run(
                 connection,
-                "SELECT rolsuper OR (rolcreaterole AND rolcreatedb) AS able"
+                "SELECT current_user AS name, rolsuper OR (rolcreaterole AND rolcreatedb) AS able"
                 " FROM pg_roles WHERE rolname = current_user",
             )
         if not rows or not rows[0]["able"]:
+            who = rows[0]["name"] if rows else self._access.username
             raise HostRejected(
-                "The administrative user must be a superuser or have CREATEROLE and CREATEDB"
+                f"The administrative user {who} must be a superuser or have CREATEROLE and CREATEDB"
             )
 
     async def exists(self, *, database: str) -> bool:
