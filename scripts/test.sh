@@ -7,6 +7,7 @@
 #   CI=true                      a missing service fails the run instead of skipping tests
 #   HOSTPLANE_TEST_PG_ADMIN_URL  a PostgreSQL URL with CREATE DATABASE rights
 #                                (default: postgres@127.0.0.1:5432, else the local socket)
+#   HOSTPLANE_TEST_MARIADB_URL  a MariaDB admin URL for server databases (default: root@127.0.0.1:3306)
 #   PYTEST_ARGS                  extra arguments for both pytest runs
 #   HOSTPLANE_TEST_SEQUENTIAL=1  run the SQLite and PostgreSQL passes one after the other
 #   DOCKER_HOST                  set by the Podman step (scripts/podman.sh) for the container tests
@@ -65,6 +66,36 @@ ensure_redis() {
     fi
 }
 
+mariadb_up() { mysqladmin --protocol=tcp -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1; }
+
+ensure_mariadb() {
+    # Server databases are tested against a real MariaDB at 127.0.0.1:3306 (root,
+    # no password over TCP; HOSTPLANE_TEST_MARIADB_URL points elsewhere).
+    if [ -n "${HOSTPLANE_TEST_MARIADB_URL:-}" ]; then return 0; fi
+    if ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null; then
+        step "installing MariaDB"
+        apt_install mariadb-server mariadb-client || return 1
+    fi
+    if ! mariadb_up; then
+        as_root service mariadb start >/dev/null 2>&1 \
+            || { as_root mkdir -p /run/mysqld && as_root chown mysql:mysql /run/mysqld \
+                 && (as_root mysqld_safe --user=mysql >/dev/null 2>&1 &); }
+        for _ in $(seq 1 60); do
+            mysqladmin -u root ping >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+    fi
+    if ! mariadb_up; then
+        # A fresh Debian install lets root in through the socket only: give the
+        # tests an administrative account over TCP on the loopback address.
+        as_root mariadb -u root -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+            GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" || true
+    fi
+    mariadb_up && return 0
+    echo "MariaDB did not answer mysqladmin ping at 127.0.0.1:3306" >&2
+    return 1
+}
+
 # A PostgreSQL URL (libpq form) that may create databases.
 pg_admin_url() {
     if [ -n "${HOSTPLANE_TEST_PG_ADMIN_URL:-}" ]; then echo "$HOSTPLANE_TEST_PG_ADMIN_URL"; return; fi
@@ -118,6 +149,7 @@ run_step "tools: bubblewrap, tar, zstd" ensure_tools
 run_step "services: Podman" ensure_podman
 run_step "services: PostgreSQL" ensure_postgres
 run_step "services: Redis" ensure_redis
+run_step "services: MariaDB" ensure_mariadb
 
 step "python environment"
 . scripts/bootstrap-python.sh

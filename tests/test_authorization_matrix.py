@@ -142,6 +142,17 @@ CASES: list[Case] = [
     case("DELETE", "/api/tasks/{fresh_task_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("POST", "/api/tasks/{task_id}/execute", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("GET", "/api/tasks/{task_id}/runs", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    # infra: database hosts (nothing answers at the matrix host: 503 = authorized, then the
+    # host was unreachable) and server databases (the server's databaseLimit is 0: 409)
+    case("GET", "/api/admin/database-hosts", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/admin/database-hosts", body={"name": "{fresh_role_name}", "engine": "mariadb", "host": "127.0.0.1", "port": 9, "username": "root", "password": ""}, owner=403, other_user=403, api_key=403, admin=503, foreign=503, admin_write=503, admin_access=503),
+    case("GET", "/api/admin/database-hosts/{database_host_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("PUT", "/api/admin/database-hosts/{database_host_id}", body={"maxDatabases": 10}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("DELETE", "/api/admin/database-hosts/{fresh_database_host_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("GET", "/api/servers/{server_id}/databases", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/databases", body={"hostId": "{database_host_id}", "name": "matrix"}, owner=409, other_user=404, api_key=404, admin=409, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/servers/{server_id}/databases/{database_id}/rotate", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/servers/{server_id}/databases/{fresh_database_id}", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),
     # infra: files (no agent is connected: 503 = authorized, the node did not answer; 400 =
     # authorized, the path (NUL byte or missing) refused before anything reached the node)
     case("GET", "/api/servers/{server_id}/files", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),

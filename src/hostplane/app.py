@@ -35,6 +35,8 @@ from hostplane.identity.roles.router import router as roles_router
 from hostplane.identity.tenants.router import router as tenants_router
 from hostplane.identity.users.router import router as users_router
 from hostplane.infra.backups.router import router as backups_router
+from hostplane.infra.databases.router import admin_router as database_hosts_router
+from hostplane.infra.databases.router import router as databases_router
 from hostplane.infra.files.router import router as files_router
 from hostplane.infra.locations.router import router as locations_router
 from hostplane.infra.nodes.router import router as nodes_router
@@ -70,6 +72,8 @@ API_ROUTERS: list[APIRouter] = [
     backups_router,
     transfers_router,
     schedules_router,
+    database_hosts_router,
+    databases_router,
 ]
 
 

@@ -207,8 +207,11 @@ async def matrix_world(
             )
         return task.id
 
+    database_ids, database_makers = await _matrix_databases(db, tenant, server)
+
     ids = {
         "task_id": await make_task(),
+        **database_ids,
         "backup_id": backup_id,
         "node_id": node.id,
         "template_id": template.id,
@@ -222,10 +225,57 @@ async def matrix_world(
         "fresh_subuser_id": fresh_subuser_id,
         "fresh_backup_id": fresh_backup_id,
         "fresh_task_id": make_task,
+        **database_makers,
         "fresh_node_id": lambda: _fresh_node_id(db, tenant),
         "fresh_template_id": lambda: _fresh_template_id(db, tenant),
     }
     return ids, makers
+
+
+async def _matrix_databases(
+    db: AsyncSession, tenant: Tenant, server: Server
+) -> tuple[dict[str, str], dict[str, Callable[[], Awaitable[str]]]]:
+    """A database host nothing answers at (so host calls are authorized, then 503) and a
+    database of ``server`` on it."""
+    from hostplane.core.security.crypto import SecretBox
+    from hostplane.infra.databases.models import DatabaseHost, ServerDatabase
+    from tests.conftest import TEST_SECRET
+
+    async def host() -> str:
+        row = DatabaseHost(
+            tenant_id=tenant.id,
+            name=f"matrix-{new_id()}",
+            engine="mariadb",
+            host="127.0.0.1",
+            port=9,
+            username="root",
+            password_sealed=SecretBox(TEST_SECRET, "database-hosts").seal(b""),
+            remote_pattern="%",
+            node_ids=[],
+            location_ids=[],
+        )
+        db.add(row)
+        await db.commit()
+        return row.id
+
+    host_id = await host()
+
+    async def database() -> str:
+        row = ServerDatabase(
+            tenant_id=tenant.id,
+            server_id=server.id,
+            host_id=host_id,
+            name=f"s{new_id()[-8:]}_matrix",
+            username=f"u{new_id()[-12:]}",
+            password_sealed=SecretBox(TEST_SECRET, "server-databases").seal(b"pw"),
+            status="active",
+        )
+        db.add(row)
+        await db.commit()
+        return row.id
+
+    ids = {"database_host_id": host_id, "database_id": await database()}
+    return ids, {"fresh_database_host_id": host, "fresh_database_id": database}
 
 
 async def _fresh_node_id(db: AsyncSession, tenant: Tenant) -> str:

@@ -91,6 +91,11 @@ class ScheduleSettings(BaseModel):
 
     tick_seconds: float = Field(default=5.0, gt=0, le=60)
     enabled: bool = True
+class DatabaseSettings(BaseModel):
+    """Server databases on MariaDB, MySQL and PostgreSQL hosts."""
+
+    # Connecting to a host and each statement on it; a host slower than this is unavailable.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
 
 class ExternalIssuer(BaseModel):
@@ -200,6 +205,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     servers: ServerSettings = Field(default_factory=ServerSettings)
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    databases: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -157,6 +157,8 @@ _CATALOGUE: tuple[Permission, ...] = (
         C,
         M,
     ),
+    _global("database-host.read", "Read database hosts (never their passwords).", H),
+    _global("database-host.manage", "Add, change and remove database hosts.", H),
     _global("template.read", "Read server templates.", C),
     _global("template.manage", "Create, change and delete server templates.", C),
     _global("alert.read", "Read every alert of the tenant (owners see their own servers').", C),
@@ -348,6 +350,7 @@ _ADMIN_READ = frozenset(
         "user.read",  # GET /api/admin/users, /api/users
         "server.read",  # every user's servers
         "node.read",  # nodes and locations
+        "database-host.read",
         "template.read",
         "alert.read",
         "audit.read",  # GET /api/admin/audit-logs, /api/audit
@@ -358,6 +361,7 @@ _ADMIN_READ = frozenset(
 _ADMIN_WRITE = frozenset(
     {
         "node.manage",  # nodes, deployment tokens, locations
+        "database-host.manage",
         "template.manage",  # templates and egg imports
         "alert.manage",  # alert rules
     }

@@ -61,6 +61,9 @@ class Server(IdMixin, TenantScoped, TimestampMixin, Base):
     network_received: Mapped[int | None] = mapped_column(BigInteger)
     stats_at: Mapped[datetime | None] = mapped_column()
 
+    # How many server databases the owner may create; 0: none (set by an operator).
+    database_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
     restart_policy: Mapped[str] = mapped_column(String(16), default="on-failure")
     max_crash_count: Mapped[int] = mapped_column(Integer, default=5)
     crash_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -36,6 +36,7 @@ class ServerOut(ApiModel):
     # address), and the plan the server was bought on (none until billing exists).
     ip_address: str | None = None
     plan: str | None = None
+    database_limit: int = 0
 
 
 class NodeRef(ApiModel):
@@ -110,6 +111,7 @@ class ServerCreate(ApiInput):
     environment: dict[str, str] = Field(default_factory=dict)
     restart_policy: RestartPolicy = "on-failure"
     max_crash_count: int = Field(default=5, ge=0, le=1000)
+    database_limit: int = Field(default=0, ge=0, le=1000, description="0: no databases.")
 
     @model_validator(mode="after")
     def _ports_in_range(self) -> ServerCreate:
@@ -127,6 +129,7 @@ class ServerUpdate(ApiInput):
     allocated_cpu_cores: float | None = Field(default=None, gt=0)
     allocated_disk_mb: int | None = Field(default=None, gt=0)
     environment: dict[str, str] | None = None
+    database_limit: int | None = Field(default=None, ge=0, le=1000, description="Operators only.")
 
 
 class SuspendBody(ApiInput):

@@ -40,6 +40,7 @@ from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.variables import apply_changes, variables_for
 from hostplane.infra.templates import service as templates
 from hostplane.infra.templates.models import Template
+from hostplane.platform.jobs import service as jobs
 
 log = structlog.get_logger(__name__)
 
@@ -326,6 +327,7 @@ async def create_server(
     environment: Mapping[str, str] | None = None,
     restart_policy: RestartPolicy = "on-failure",
     max_crash_count: int = 5,
+    database_limit: int = 0,
 ) -> Server:
     """Place a new server on a node (status ``stopped``; install it next).
 
@@ -379,6 +381,7 @@ async def create_server(
         ),
         restart_policy=restart_policy,
         max_crash_count=max_crash_count,
+        database_limit=database_limit,
         recent_crashes=[],
     )
     # Variables first (the caller can fix them), then capacity.
@@ -421,9 +424,10 @@ async def update_server(
     server = await load_for(session, principal, server_id, ("server.update",))
     lifecycle.ensure_not_suspended(server.status)
     resources = {k: v for k, v in changes.items() if k in RESOURCE_FIELDS and v is not None}
-    if (resources or "owner_id" in changes) and not principal.has("server.update"):
+    operator_only = resources or "owner_id" in changes or changes.get("database_limit") is not None
+    if operator_only and not principal.has("server.update"):
         raise Forbidden(
-            "Changing a server's resources or owner is for operators",
+            "Changing a server's resources, owner or database limit is for operators",
             details={"permission": "server.update"},
         )
     # Variables are checked before anything changes: a refusal leaves the server as it was.
@@ -441,6 +445,8 @@ async def update_server(
         server.name = changes["name"]
     if "description" in changes:
         server.description = changes["description"]
+    if changes.get("database_limit") is not None:
+        server.database_limit = changes["database_limit"]
     if changes.get("owner_id") is not None:
         await users.get_user(session, changes["owner_id"])
         server.owner_id = changes["owner_id"]
@@ -523,6 +529,10 @@ async def delete_server(
     )
     session.add(pending)
     await session.execute(delete(ServerAllocation).where(ServerAllocation.server_id == server.id))
+    # Its databases are dropped on their hosts by a job, retried while a host is away.
+    await jobs.enqueue(
+        session, "databases.drop_server", tenant_id=server.tenant_id, server_id=server.id
+    )
     await session.delete(server)
     await session.flush()
     record_event(

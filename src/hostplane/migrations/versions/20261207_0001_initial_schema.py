@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 20:36:59.424114
+Create Date: 2026-12-07 21:27:06.988103
 """
 
 from collections.abc import Sequence
@@ -143,6 +143,45 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_audit_logs_tenant_id"), ["tenant_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_logs_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "database_hosts",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("engine", sa.String(length=16), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("public_host", sa.String(length=255), nullable=True),
+        sa.Column("username", sa.String(length=100), nullable=False),
+        sa.Column("password_sealed", sa.Text(), nullable=False),
+        sa.Column("remote_pattern", sa.String(length=255), nullable=False),
+        sa.Column("max_databases", sa.Integer(), nullable=True),
+        sa.Column(
+            "node_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "location_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_database_hosts_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_database_hosts")),
+        sa.UniqueConstraint("tenant_id", "name", name=op.f("uq_database_hosts_tenant_id_name")),
+    )
+    with op.batch_alter_table("database_hosts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_database_hosts_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "jobs",
@@ -612,6 +651,44 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_resource_grants_user_id"), ["user_id"], unique=False)
 
     op.create_table(
+        "server_databases",
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("host_id", sa.String(length=26), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("username", sa.String(length=32), nullable=False),
+        sa.Column("password_sealed", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["host_id"],
+            ["database_hosts.id"],
+            name=op.f("fk_server_databases_host_id_database_hosts"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_server_databases_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_server_databases")),
+        sa.UniqueConstraint("host_id", "name", name=op.f("uq_server_databases_host_id_name")),
+        sa.UniqueConstraint(
+            "host_id", "username", name=op.f("uq_server_databases_host_id_username")
+        ),
+    )
+    with op.batch_alter_table("server_databases", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_server_databases_host_id"), ["host_id"], unique=False)
+        batch_op.create_index("ix_server_databases_server_id", ["server_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_server_databases_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "tenant_role_settings",
         sa.Column("role_id", sa.String(length=26), nullable=False),
         sa.Column("require_two_factor", sa.Boolean(), nullable=False),
@@ -752,6 +829,7 @@ def upgrade() -> None:
         sa.Column("network_sent", sa.BigInteger(), nullable=True),
         sa.Column("network_received", sa.BigInteger(), nullable=True),
         sa.Column("stats_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("database_limit", sa.Integer(), server_default="0", nullable=False),
         sa.Column("restart_policy", sa.String(length=16), nullable=False),
         sa.Column("max_crash_count", sa.Integer(), nullable=False),
         sa.Column("crash_count", sa.Integer(), nullable=False),
@@ -1183,6 +1261,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_tenant_role_settings_role_id"))
 
     op.drop_table("tenant_role_settings")
+    with op.batch_alter_table("server_databases", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_server_databases_tenant_id"))
+        batch_op.drop_index("ix_server_databases_server_id")
+        batch_op.drop_index(batch_op.f("ix_server_databases_host_id"))
+
+    op.drop_table("server_databases")
     with op.batch_alter_table("resource_grants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_resource_grants_user_id"))
         batch_op.drop_index(batch_op.f("ix_resource_grants_tenant_id"))
@@ -1247,6 +1331,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_status_run_at")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("database_hosts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_database_hosts_tenant_id"))
+
+    op.drop_table("database_hosts")
     with op.batch_alter_table("audit_logs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_logs_user_id"))
         batch_op.drop_index(batch_op.f("ix_audit_logs_tenant_id"))

@@ -1,0 +1,1 @@
+"""Server databases on MariaDB, MySQL and PostgreSQL hosts."""
