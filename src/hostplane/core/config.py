@@ -91,6 +91,8 @@ class ScheduleSettings(BaseModel):
 
     tick_seconds: float = Field(default=5.0, gt=0, le=60)
     enabled: bool = True
+
+
 class DatabaseSettings(BaseModel):
     """Server databases on MariaDB, MySQL and PostgreSQL hosts."""
 
