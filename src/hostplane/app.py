@@ -46,6 +46,8 @@ from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
 from hostplane.platform.jobs.router import router as jobs_router
 from hostplane.platform.jobs.worker import Worker
+from hostplane.platform.system.router import router as system_router
+from hostplane.platform.webhooks.router import router as webhooks_router
 from hostplane.realtime.router import api_router as realtime_api_router
 from hostplane.realtime.router import router as realtime_router
 
@@ -67,6 +69,8 @@ API_ROUTERS: list[APIRouter] = [
     files_router,
     backups_router,
     transfers_router,
+    webhooks_router,
+    system_router,
 ]
 
 
