@@ -10,6 +10,7 @@ from hostplane.core.bounds import parse_moment
 from hostplane.core.http.deps import RuntimeDep, SessionDep, require
 from hostplane.core.http.envelope import Envelope, ok
 from hostplane.core.ids import ID_LENGTH
+from hostplane.core.pagination import DEFAULT_LIMIT
 from hostplane.core.principal import Principal
 from hostplane.identity.tenants.service import is_platform_operator
 from hostplane.platform.system import service
@@ -57,7 +58,13 @@ async def system_events(
             description="`nextCursor` of the page before",
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_EVENTS_PAGE)] = 20,
+    limit: Annotated[
+        int | None, Query(ge=1, le=service.MAX_EVENTS_PAGE, description="Events per page (20).")
+    ] = None,
+    page_size: Annotated[
+        int | None,
+        Query(alias="pageSize", ge=1, le=service.MAX_EVENTS_PAGE, description="Alias of `limit`."),
+    ] = None,
 ) -> CursorEnvelope:
     """Queue and provisioning events (jobs started, retried, failed, succeeded; webhook
     deliveries; alerts), newest first, cursor-paginated. Platform operators see every
@@ -69,8 +76,9 @@ async def system_events(
         until=None if until is None else parse_moment(until, field="until"),
         tenant_id=scope,
     )
-    rows, next_cursor = await service.list_events(session, filters, cursor=cursor, limit=limit)
+    size = limit or page_size or DEFAULT_LIMIT
+    rows, next_cursor = await service.list_events(session, filters, cursor=cursor, limit=size)
     return CursorEnvelope(
         data=[SystemEventOut.model_validate(row) for row in rows],
-        pagination=CursorMeta(limit=limit, next_cursor=next_cursor),
+        pagination=CursorMeta(limit=size, next_cursor=next_cursor),
     )
