@@ -64,14 +64,14 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver(**kwargs: Any) -> AsyncIterator[Receiver]:
-    """A receiver listening on 127.0.0.1 (a free port) for the block."""
+async def receiver(port: int = 0, **kwargs: Any) -> AsyncIterator[Receiver]:
+    """A receiver listening on 127.0.0.1 (``port``, or a free one) for the block."""
     state = Receiver(**kwargs)
     app = web.Application()
     app.router.add_post("/{tail:.*}", state.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     state.url = f"http://127.0.0.1:{port}/hooks"
