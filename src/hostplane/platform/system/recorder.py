@@ -28,7 +28,8 @@ def is_logged(item: Event) -> bool:
     if item.type in LOGGED_TYPES:
         # Recurring maintenance (sweeps, retention) would drown the provisioning events.
         spec = job_registry.get(str(item.data.get("type")))
-        return spec is None or spec.every_seconds is None or item.type != "job.succeeded"
+        routine = item.type in ("job.started", "job.succeeded")
+        return spec is None or spec.every_seconds is None or not routine
     return item.type.startswith(LOGGED_FAMILIES)
 
 

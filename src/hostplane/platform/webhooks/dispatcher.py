@@ -194,6 +194,9 @@ class WebhookDispatcher:
     async def _record(self, item: ClaimedDelivery, outcome: http.Outcome) -> None:
         now = utcnow()
         async with self.runtime.unit_of_work() as session:
+            # The endpoint's row first, then the delivery's: the order every
+            # writer of both takes (the API disabling an endpoint does too).
+            endpoint = await session.get(WebhookEndpoint, item.endpoint_id, with_for_update=True)
             delivery = await repository.owned(session, item.id, self.worker_id)
             if delivery is None:
                 log.warning("webhooks.lease_lost")
@@ -214,7 +217,6 @@ class WebhookDispatcher:
             delivery.last_error = outcome.error
             delivery.locked_by = None
             delivery.locked_until = None
-            endpoint = await session.get(WebhookEndpoint, item.endpoint_id, with_for_update=True)
             data = {
                 "deliveryId": item.id,
                 "endpointId": item.endpoint_id,
