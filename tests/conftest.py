@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.app import build_runtime, create_app
-from hostplane.core.config import JobSettings, RateLimitSettings, Settings
+from hostplane.core.config import JobSettings, RateLimitSettings, Settings, WebhookSettings
 from hostplane.core.db.engine import create_engine
 from hostplane.core.logging import configure_logging
 from hostplane.core.principal import Principal
@@ -59,6 +59,13 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
             backoff_base_seconds=0.05,
             backoff_max_seconds=1.0,
             lease_seconds=30,
+        ),
+        # Receivers in tests listen on 127.0.0.1; retries follow quickly.
+        "webhooks": WebhookSettings(
+            allow_private_destinations=True,
+            retry_schedule_seconds=[0.05] * 9,
+            retry_jitter=0,
+            poll_interval_seconds=0.05,
         ),
     }
     values.update(overrides)

@@ -76,6 +76,17 @@ CASES: list[Case] = [
     case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    # platform: webhooks (the tenant's admins) and system routes (admins)
+    case("GET", "/api/webhooks", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/webhooks", body={"url": "https://hooks.example.com/in", "events": ["*"]}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),
+    case("GET", "/api/webhooks/{webhook_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PUT", "/api/webhooks/{webhook_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/webhooks/{fresh_webhook_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("GET", "/api/webhooks/{webhook_id}/deliveries", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/webhooks/{webhook_id}/deliveries/{webhook_delivery_id}/redeliver", owner=403, other_user=403, api_key=403, admin=202, foreign=404),
+    case("POST", "/api/webhooks/{webhook_id}/test", owner=403, other_user=403, api_key=403, admin=202, foreign=404),
+    case("GET", "/api/system/health", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/system/events", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     # infra: locations, nodes and templates (operators; templates readable by everyone)
     case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
@@ -271,6 +282,21 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
         assert response.status_code == 201, response.text
         return str(response.json()["data"]["id"])
 
+    async def fresh_webhook_id() -> str:
+        response = await client.post(
+            "/api/webhooks",
+            json={"url": "https://hooks.example.com/in", "events": ["*"]},
+            headers=admin.headers,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    webhook_id = await fresh_webhook_id()
+    tested = await client.post(f"/api/webhooks/{webhook_id}/test", headers=admin.headers)
+    assert tested.status_code == 202, tested.text
+    deliveries = await client.get(f"/api/webhooks/{webhook_id}/deliveries", headers=admin.headers)
+    webhook_delivery_id = deliveries.json()["data"][0]["id"]
+
     return World(
         tokens={
             "anonymous": None,
@@ -287,6 +313,8 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "tenant_id": home.id,
             "role_id": role.json()["data"]["id"],
             "customer_role_id": customer_role_id,
+            "webhook_id": webhook_id,
+            "webhook_delivery_id": webhook_delivery_id,
             **infra_ids,
         },
         makers={
@@ -297,6 +325,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "fresh_own_key_id": fresh_own_key_id,
             "fresh_email": fresh_email,
             "fresh_role_name": fresh_role_name,
+            "fresh_webhook_id": fresh_webhook_id,
             **infra_makers,
         },
     )

@@ -50,6 +50,8 @@ from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
 from hostplane.platform.jobs.router import router as jobs_router
 from hostplane.platform.jobs.worker import Worker
+from hostplane.platform.system.router import router as system_router
+from hostplane.platform.webhooks.router import router as webhooks_router
 from hostplane.realtime.router import api_router as realtime_api_router
 from hostplane.realtime.router import router as realtime_router
 
@@ -74,6 +76,8 @@ API_ROUTERS: list[APIRouter] = [
     schedules_router,
     database_hosts_router,
     databases_router,
+    webhooks_router,
+    system_router,
 ]
 
 

@@ -29,6 +29,15 @@ from hostplane.platform.audit.models import (  # noqa: F401 - registers the tabl
     AuditLog,
 )
 from hostplane.platform.jobs.models import Job, JobWorker
+from hostplane.platform.system import recorder as _system_recorder  # noqa: F401 - logs queue events at commit
+from hostplane.platform.system.models import SystemEvent  # noqa: F401 - registers the table
+from hostplane.platform.webhooks import events as _webhook_events  # noqa: F401 - writes emitted events at commit
+from hostplane.platform.webhooks.models import (  # noqa: F401 - registers the tables
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 metadata = Base.metadata
 

@@ -314,10 +314,15 @@ async def test_progress_is_stored_and_published(
         await Worker(runtime, registry=registry).run_until_idle()
         seen = []
         async with asyncio.timeout(5):
-            while len(seen) < 3:
+            while len(seen) < 4:
                 event = await events.get()
                 seen.append((event.type, event.data.get("progress")))
-    assert seen == [("job.progress", 40), ("job.progress", 80), ("job.succeeded", None)]
+    assert seen == [
+        ("job.started", None),
+        ("job.progress", 40),
+        ("job.progress", 80),
+        ("job.succeeded", None),
+    ]
     assert (await reload(db, job.id)).progress == 100
 
 

@@ -100,6 +100,46 @@ class DatabaseSettings(BaseModel):
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
 
+class WebhookSettings(BaseModel):
+    """Outbound webhooks (``[webhooks]``, ``HOSTPLANE_WEBHOOKS__*``); also alert webhook actions."""
+
+    # Receivers on private, loopback or link-local addresses; off by default
+    # so a tenant cannot make the panel call the operator's own network.
+    allow_private_destinations: bool = False
+    # An endpoint is disabled after this many events in a row failed for good.
+    max_consecutive_failures: int = Field(default=15, ge=1, le=10_000)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Seconds before each retry; the attempts are one more than its length.
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [
+            5.0,
+            300.0,
+            1800.0,
+            7200.0,
+            18000.0,
+            36000.0,
+            50400.0,
+            72000.0,
+            86400.0,
+        ]
+    )
+    # Each delay is moved by up to this fraction either way.
+    retry_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    # A delivery whose worker vanished is taken again after this.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    # Deliveries, their attempts and the system event log are kept this long.
+    retention_days: int = Field(default=30, ge=1, le=3650)
+
+    @field_validator("retry_schedule_seconds")
+    @classmethod
+    def _delays(cls, value: list[float]) -> list[float]:
+        if len(value) > 50 or any(delay < 0 or delay > 7 * 86400 for delay in value):
+            raise ValueError("give at most 50 delays, each between 0 and 604800 seconds")
+        return value
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -208,6 +248,7 @@ class Settings(BaseSettings):
     servers: ServerSettings = Field(default_factory=ServerSettings)
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     databases: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -29,7 +29,8 @@ from hostplane.identity.auth.service import audit_login, ensure_active, tenant_f
 from hostplane.identity.auth.sessions import TokenPair, start_session
 from hostplane.identity.roles.service import assign_role
 from hostplane.identity.users.models import User
-from hostplane.identity.users.service import default_username, normalise_email
+from hostplane.identity.users.service import default_username, normalise_email, webhook_data
+from hostplane.platform.webhooks.service import emit
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +149,7 @@ async def sync_user(
             )
             session.add(user)
             await session.flush()
+            emit(session, "user.created", webhook_data(user), tenant.id)
             await assign_role(session, user_id=user.id, role_name="customer")
         session.add(
             ExternalIdentity(

@@ -126,6 +126,7 @@ _CATALOGUE: tuple[Permission, ...] = (
     _global("audit.read", "Read the audit log of the tenant.", M, C, A),
     _global("job.read", "Read background jobs (provisioning, deliveries, renewals).", M),
     _global("job.retry", "Retry a failed background job.", M),
+    _global("system.read", "Read host metrics and the queue's event log (/api/system).", M),
     # --- tenants, users, roles, API keys -----------------------------------------------------
     _global("tenant.read", "Read tenants.", M),
     _global("tenant.manage", "Create and change tenants.", M),
@@ -355,6 +356,7 @@ _ADMIN_READ = frozenset(
         "alert.read",
         "audit.read",  # GET /api/admin/audit-logs, /api/audit
         "job.read",
+        "system.read",  # GET /api/system/health, /api/system/events
         "role.read",  # GET /api/admin/roles, a user's roles
     }
 )

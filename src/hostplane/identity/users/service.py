@@ -27,6 +27,7 @@ from hostplane.identity.roles.service import (
     roles_by_user,
 )
 from hostplane.identity.users.models import EMAIL_INDEX, USERNAME_INDEX, User
+from hostplane.platform.webhooks.service import emit
 
 MIN_PASSWORD_LENGTH = 8
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -57,6 +58,11 @@ async def _flush_unique(session: AsyncSession) -> None:
         if EMAIL_INDEX in message or "email_key" in message:
             raise EmailTaken("email") from None
         raise
+
+
+def webhook_data(user: User) -> dict[str, Any]:
+    """The ``data`` of ``user.created`` (no secrets, no password hash)."""
+    return {"id": user.id, "email": user.email, "username": user.username, "status": user.status}
 
 
 def like_pattern(search: str) -> str:
@@ -123,6 +129,7 @@ async def create_user(
     )
     session.add(user)
     await _flush_unique(session)
+    emit(session, "user.created", webhook_data(user), tenant_id)
     if role is not None:
         await assign_role(session, user_id=user.id, role_name=role)
     return user

@@ -67,9 +67,9 @@ async def _settle(
         if backup is None:
             return
         if error is not None:
-            service.mark_failed(backup, error)
+            service.mark_failed(session, backup, error)
         else:
-            service.mark_completed(backup, size_bytes=size_bytes, checksum=checksum)
+            service.mark_completed(session, backup, size_bytes=size_bytes, checksum=checksum)
 
 
 @job_handler("backups.restore", timeout_seconds=RESTORE_TIMEOUT + 60)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,7 @@ from hostplane.infra.servers import lifecycle
 from hostplane.infra.servers.models import Server
 from hostplane.infra.servers.service import load_for
 from hostplane.platform.jobs import service as jobs
+from hostplane.platform.webhooks.service import emit
 from hostplane.protocol import BackupComplete
 
 ACTIVE = ("pending", "in_progress")
@@ -203,7 +205,9 @@ async def set_lock(
     return backup
 
 
-def mark_completed(backup: Backup, *, size_bytes: int, checksum: str) -> None:
+def mark_completed(
+    session: AsyncSession, backup: Backup, *, size_bytes: int, checksum: str
+) -> None:
     if backup.status == "completed":
         return
     backup.status = "completed"
@@ -211,14 +215,30 @@ def mark_completed(backup: Backup, *, size_bytes: int, checksum: str) -> None:
     backup.checksum = checksum
     backup.error = None
     backup.completed_at = utcnow()
+    emit(session, "backup.completed", webhook_data(backup), backup.tenant_id)
 
 
-def mark_failed(backup: Backup, error: str) -> None:
+def mark_failed(session: AsyncSession, backup: Backup, error: str) -> None:
     if backup.status == "completed":
         return
+    first = backup.status != "failed"
     backup.status = "failed"
     backup.error = error[:2000]
     backup.completed_at = utcnow()
+    if first:
+        emit(session, "backup.failed", webhook_data(backup), backup.tenant_id)
+
+
+def webhook_data(backup: Backup) -> dict[str, Any]:
+    """The ``data`` of a backup's webhook events."""
+    return {
+        "id": backup.id,
+        "serverId": backup.server_id,
+        "name": backup.name,
+        "status": backup.status,
+        "sizeBytes": backup.size_bytes,
+        "error": backup.error,
+    }
 
 
 async def apply_report(session: AsyncSession, node_id: str, report: BackupComplete) -> None:
@@ -230,9 +250,9 @@ async def apply_report(session: AsyncSession, node_id: str, report: BackupComple
         return
     if report.success:
         size = report.size_bytes if report.size_bytes is not None else int(report.size_mb * 2**20)
-        mark_completed(backup, size_bytes=size, checksum=report.checksum)
+        mark_completed(session, backup, size_bytes=size, checksum=report.checksum)
     else:
-        mark_failed(backup, report.error or "the node could not make the backup")
+        mark_failed(session, backup, report.error or "the node could not make the backup")
 
 
 async def disk_limit_of(session: AsyncSession, server_id: str) -> int | None:

@@ -41,6 +41,7 @@ from hostplane.infra.servers.variables import apply_changes, variables_for
 from hostplane.infra.templates import service as templates
 from hostplane.infra.templates.models import Template
 from hostplane.platform.jobs import service as jobs
+from hostplane.platform.webhooks.service import emit
 
 log = structlog.get_logger(__name__)
 
@@ -279,6 +280,13 @@ async def _bindings(session: AsyncSession, server: Server) -> dict[int, int]:
     return {a.container_port: a.host_port for a in await allocations_of(session, server.id)}
 
 
+def _status_webhook(previous: str, status: str) -> str | None:
+    if status == "crashed":
+        return "server.crashed"
+    # An install ends stopped (ready to start).
+    return "server.installed" if previous == "installing" and status == "stopped" else None
+
+
 def set_status(
     session: AsyncSession, server: Server, status: str, *, reason: str | None = None
 ) -> None:
@@ -288,6 +296,8 @@ def set_status(
     server.status = status
     server.status_changed_at = utcnow()
     server.status_reason = reason[:500] if reason else None
+    if (webhook_event := _status_webhook(previous, status)) is not None:
+        emit(session, webhook_event, webhook_data(server), server.tenant_id)
     record_event(
         session,
         Event(
@@ -300,6 +310,17 @@ def set_status(
 
 
 # --- create, update, delete -------------------------------------------------------------------
+
+
+def webhook_data(server: Server) -> dict[str, Any]:
+    """The ``data`` of a server's webhook events (SkyPANEL's example shape, and more)."""
+    return {
+        "id": server.id,
+        "name": server.name,
+        "status": server.status,
+        "nodeId": server.node_id,
+        "ownerId": server.owner_id,
+    }
 
 
 def _validate_name(name: str) -> None:
@@ -412,6 +433,7 @@ async def create_server(
             "server.created", {"serverId": server.id, "nodeId": node.id}, tenant_id=server.tenant_id
         ),
     )
+    emit(session, "server.created", webhook_data(server), server.tenant_id)
     return server
 
 
@@ -471,6 +493,7 @@ async def update_server(
         )
         server.environment = environment
     await session.flush()
+    emit(session, "server.updated", webhook_data(server), server.tenant_id)
     return server
 
 
@@ -538,6 +561,7 @@ async def delete_server(
     record_event(
         session, Event("server.deleted", {"serverId": server_id}, tenant_id=server.tenant_id)
     )
+    emit(session, "server.deleted", {**webhook_data(server), "status": "deleted"}, server.tenant_id)
     return pending
 
 

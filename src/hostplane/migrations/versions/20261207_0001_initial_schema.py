@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 21:27:06.988103
+Create Date: 2026-12-07 21:30:41.890598
 """
 
 from collections.abc import Sequence
@@ -280,6 +280,33 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "system_events",
+        sa.Column("tenant_id", sa.String(length=26), nullable=True),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("subject_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_system_events_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_system_events")),
+    )
+    with op.batch_alter_table("system_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_system_events_created_at"), ["created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_system_events_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index("ix_system_events_type_id", ["type", "id"], unique=False)
+
+    op.create_table(
         "templates",
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
@@ -374,6 +401,66 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=True),
+        sa.Column(
+            "events",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("disabled_reason", sa.String(length=32), nullable=True),
+        sa.Column("secret_sealed", sa.Text(), nullable=False),
+        sa.Column("previous_secret_sealed", sa.Text(), nullable=True),
+        sa.Column(
+            "previous_secret_expires_at",
+            hostplane.core.db.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_webhook_endpoints_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
+    )
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_endpoints_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "webhook_events",
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column(
+            "data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_webhook_events_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
+    )
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_events_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "api_keys",
@@ -734,6 +821,61 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "role_id", name=op.f("pk_user_roles")),
     )
     op.create_table(
+        "webhook_deliveries",
+        sa.Column("endpoint_id", sa.String(length=26), nullable=False),
+        sa.Column("event_id", sa.String(length=26), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column(
+            "next_attempt_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("locked_by", sa.String(length=200), nullable=True),
+        sa.Column(
+            "locked_until", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("finished_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name=op.f("fk_webhook_deliveries_endpoint_id_webhook_endpoints"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["webhook_events.id"],
+            name=op.f("fk_webhook_deliveries_event_id_webhook_events"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_webhook_deliveries_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_webhook_deliveries_endpoint_status", ["endpoint_id", "status", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_webhook_deliveries_event_id"), ["event_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_webhook_deliveries_status_next", ["status", "next_attempt_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_webhook_deliveries_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "pending_server_deletes",
         sa.Column("node_id", sa.String(length=26), nullable=False),
         sa.Column("server_id", sa.String(length=26), nullable=False),
@@ -882,6 +1024,39 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_servers_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_servers_template_id"), ["template_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_servers_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("delivery_id", sa.String(length=26), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["webhook_deliveries.id"],
+            name=op.f("fk_webhook_attempts_delivery_id_webhook_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_webhook_attempts_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempts")),
+    )
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_attempts_delivery_id"), ["delivery_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_webhook_attempts_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "backups",
@@ -1237,6 +1412,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_backups_server_id_created_at")
 
     op.drop_table("backups")
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_attempts_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_webhook_attempts_delivery_id"))
+
+    op.drop_table("webhook_attempts")
     with op.batch_alter_table("servers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_servers_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_servers_template_id"))
@@ -1255,6 +1435,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_pending_server_deletes_node_id"))
 
     op.drop_table("pending_server_deletes")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_tenant_id"))
+        batch_op.drop_index("ix_webhook_deliveries_status_next")
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_event_id"))
+        batch_op.drop_index("ix_webhook_deliveries_endpoint_status")
+
+    op.drop_table("webhook_deliveries")
     op.drop_table("user_roles")
     with op.batch_alter_table("tenant_role_settings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tenant_role_settings_tenant_id"))
@@ -1303,6 +1490,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_keys_created_by_id"))
 
     op.drop_table("api_keys")
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_events_tenant_id"))
+
+    op.drop_table("webhook_events")
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_endpoints_tenant_id"))
+
+    op.drop_table("webhook_endpoints")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_users_tenant_id"))
 
@@ -1311,6 +1506,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_templates_tenant_id"))
 
     op.drop_table("templates")
+    with op.batch_alter_table("system_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_system_events_type_id")
+        batch_op.drop_index(batch_op.f("ix_system_events_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_system_events_created_at"))
+
+    op.drop_table("system_events")
     with op.batch_alter_table("roles", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_roles_builtin_name",

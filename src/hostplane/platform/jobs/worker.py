@@ -38,6 +38,7 @@ from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
 from hostplane.platform.jobs.registry import HandlerSpec, JobFailure, JobRegistry
 from hostplane.platform.jobs.registry import registry as default_registry
 from hostplane.platform.jobs.service import ENQUEUED_TOPIC, backoff_delay, enqueue
+from hostplane.platform.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -98,9 +99,14 @@ class Worker:
                 asyncio.create_task(self._heartbeat_loop()),
                 asyncio.create_task(self._wake_on(stop)),
             ]
+            # Webhook deliveries are served by every worker process, beside its jobs.
+            webhooks = asyncio.create_task(WebhookDispatcher(self.runtime).run(stop))
             try:
                 await self._loop(stop)
             finally:
+                if not stop.is_set():
+                    webhooks.cancel()
+                await asyncio.gather(webhooks, return_exceptions=True)
                 for task in helpers:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
@@ -204,7 +210,7 @@ class Worker:
             )
             rows = [(row, False) for row in claimed.run]
             rows += [(row, True) for row in claimed.abandoned]
-            return [
+            jobs = [
                 ClaimedJob(
                     row.id,
                     row.type,
@@ -217,6 +223,10 @@ class Worker:
                 )
                 for row, abandoned in rows
             ]
+            for job in jobs:
+                if not job.abandoned:
+                    record_event(session, self._event("job.started", job))
+            return jobs
 
     def _spawn(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job:{job.type}:{job.id}")

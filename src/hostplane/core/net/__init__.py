@@ -1,0 +1,1 @@
+"""Network helpers shared by every outbound call the panel makes for a tenant."""

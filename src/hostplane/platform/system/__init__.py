@@ -1,0 +1,1 @@
+"""mPanel's system routes: aggregated host metrics and the queue's event log."""

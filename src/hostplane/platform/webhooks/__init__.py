@@ -1,0 +1,1 @@
+"""Signed outbound webhooks: endpoints, the events they receive, and their delivery."""
