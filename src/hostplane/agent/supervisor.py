@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from hostplane.agent.sysinfo import group_members
+from hostplane.core.heap import settle_heap
 
 RING_LINES = 20_000
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
@@ -486,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     # The spec holds the server's environment (secrets); it is not needed once read.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / SPEC_NAME)
+    settle_heap()
     asyncio.run(Supervisor(run_dir, spec).run(ready_fd))
     return 0
 
