@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.config import Settings, load_settings, redact_url
+from hostplane.core.heap import settle_heap
 
 T = TypeVar("T")
 
@@ -124,6 +125,7 @@ def _serve_here(settings: Settings, sock: socket.socket, *, workers: int) -> Non
     from hostplane.app import create_app
 
     app = create_app(settings, workers=workers)
+    settle_heap()
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -135,6 +137,7 @@ def _serve_here(settings: Settings, sock: socket.socket, *, workers: int) -> Non
         # configured trusted proxies only (uvicorn's default trusts 127.0.0.1).
         proxy_headers=False,
         server_header=False,
+        ws_per_message_deflate=settings.http.websocket_compression,
         # Open WebSockets (consoles, agents) must not hold a shutdown forever;
         # agents reconnect to another replica or to the restarted panel.
         timeout_graceful_shutdown=10,

@@ -17,6 +17,7 @@ from hostplane.agent.connection import AgentConnection
 from hostplane.agent.isolation import policy
 from hostplane.agent.runtime import ProcessRuntime
 from hostplane.agent.runtimes import ServerRuntime
+from hostplane.core.heap import settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ async def serve(settings: AgentSettings) -> None:
     runtime = build_runtime(settings)
     await runtime.reattach()
     connection = AgentConnection(settings, runtime)
+    settle_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -14,8 +14,10 @@ server, ``python -m hostplane.agent.supervisor --run-dir RUN --detach``:
   in its own process group (``start_new_session``) and holds its stdin.
 - It reads stdout and stderr in 64 KiB chunks (never ``readline()``), splits
   them into lines, gives every line the next per-server sequence number,
-  keeps the last :data:`RING_LINES` lines in memory and appends them to a
-  bounded ring log on disk (``console.log``, rotated to ``console.log.1`` at
+  keeps the last :data:`RING_LINES` lines in memory
+  (:class:`~hostplane.agent.console_ring.ConsoleRing`) and appends each read's
+  lines to a bounded ring log on disk (``console.log``, one JSON array
+  ``[firstSeq, stream, [lines]]`` per line, rotated to ``console.log.1`` at
   :data:`LOG_ROTATE_BYTES`). Sequence numbers continue across runs.
 - It serves a UNIX socket ``RUN/supervisor.sock``. Newline-delimited JSON,
   one request per line, one reply line (``{"ok": true, ...}`` or
@@ -50,13 +52,13 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from hostplane.agent.console_ring import ConsoleRing
 from hostplane.agent.sysinfo import group_members
+from hostplane.core.heap import settle_heap
 
 RING_LINES = 20_000
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
@@ -114,9 +116,8 @@ class Supervisor:
         self.argv: list[str] = list(spec["argv"])
         self.stop_command: str | None = spec.get("stopCommand")
         previous = read_json(run_dir / STATE_NAME) or {}
-        self.next_seq = int(previous.get("lastSeq") or 0) + 1
-        self.run_first_seq = self.next_seq
-        self.ring: deque[tuple[int, str, str]] = deque(maxlen=RING_LINES)
+        self.ring = ConsoleRing(RING_LINES, int(previous.get("lastSeq") or 0) + 1)
+        self.run_first_seq = self.ring.next_seq
         self.state = "starting"
         self.state_version = 0
         self.pid: int | None = None
@@ -143,8 +144,8 @@ class Supervisor:
             "exitCode": self.exit_code,
             "message": self.message,
             "sandbox": self.spec.get("sandbox", "none"),
-            "lastSeq": self.next_seq - 1,
-            "firstSeq": self.ring[0][0] if self.ring else self.next_seq,
+            "lastSeq": self.ring.next_seq - 1,
+            "firstSeq": self.ring.oldest,
             "runFirstSeq": self.run_first_seq,
             "supervisorPid": os.getpid(),
             "startedAt": self.started_at,
@@ -165,14 +166,9 @@ class Supervisor:
     # ------------------------------------------------------------------ output
 
     def append(self, stream: str, lines: list[str]) -> None:
-        out = []
-        for line in lines:
-            seq = self.next_seq
-            self.next_seq += 1
-            self.ring.append((seq, stream, line))
-            out.append(json.dumps([seq, stream, line]))
-        out.append("")
-        self.log.write("\n".join(out))
+        # One record per read, not per line: the JSON encoder runs once.
+        seq = self.ring.append(stream, lines)
+        self.log.write(json.dumps([seq, stream, lines]) + "\n")
         self.log.flush()
         if self.log.tell() > LOG_ROTATE_BYTES:
             self.log.close()
@@ -186,15 +182,19 @@ class Supervisor:
             chunk = await pipe.read(READ_CHUNK)
             if not chunk:
                 break
-            parts = (partial + chunk).split(b"\n")
-            partial = parts.pop()
-            if len(partial) > MAX_LINE:
-                parts.append(partial)
-                partial = b""
-            if parts:
-                self.append(stream, [p.rstrip(b"\r").decode("utf-8", "replace") for p in parts])
+            data = partial + chunk
+            end = data.rfind(b"\n")
+            if end < 0 and len(data) <= MAX_LINE:
+                partial = data
+                continue
+            if end < 0 or len(data) - end - 1 > MAX_LINE:
+                # An overlong unfinished line is cut here and counts as a line.
+                complete, partial = data, b""
+            else:
+                complete, partial = data[:end], data[end + 1 :]
+            self.append(stream, _lines(complete))
         if partial:
-            self.append(stream, [partial.rstrip(b"\r").decode("utf-8", "replace")])
+            self.append(stream, _lines(partial))
 
     # ------------------------------------------------------------------ control
 
@@ -313,46 +313,36 @@ class Supervisor:
         wake = asyncio.Event()
         self.listeners.add(wake)
         self.ever_attached = True
-        oldest = self.ring[0][0] if self.ring else self.next_seq
-        cursor = int(from_seq) if isinstance(from_seq, int) else oldest
-        cursor = min(cursor, self.next_seq)
+        ring = self.ring
+        cursor = int(from_seq) if isinstance(from_seq, int) else ring.oldest
+        cursor = min(cursor, ring.next_seq)
         seen_version = -1
         try:
             while True:
                 wake.clear()
-                oldest = self.ring[0][0] if self.ring else self.next_seq
+                oldest = ring.oldest
                 if cursor < oldest:
                     await self.reply(writer, {"ev": "gap", "seq": cursor, "count": oldest - cursor})
                     cursor = oldest
                     continue
-                if cursor < self.next_seq:
-                    start = cursor - oldest
-                    batch = []
-                    size = 0
-                    for item in islice(self.ring, start, start + MAX_BATCH_LINES):
-                        batch.append(item)
-                        size += len(item[2])
-                        if size >= MAX_BATCH_CHARS:
-                            break
-                    frames: list[bytes] = []
-                    run_start = 0
-                    for i in range(1, len(batch) + 1):
-                        if i == len(batch) or batch[i][1] != batch[run_start][1]:
-                            frames.append(
-                                json.dumps(
-                                    {
-                                        "ev": "output",
-                                        "seq": batch[run_start][0],
-                                        "stream": batch[run_start][1],
-                                        "lines": [item[2] for item in batch[run_start:i]],
-                                    }
-                                ).encode()
-                                + b"\n"
-                            )
-                            run_start = i
-                    writer.write(b"".join(frames))
+                if cursor < ring.next_seq:
+                    runs = ring.batch(cursor, MAX_BATCH_LINES, MAX_BATCH_CHARS)
+                    writer.write(
+                        b"".join(
+                            json.dumps(
+                                {
+                                    "ev": "output",
+                                    "seq": run.seq,
+                                    "stream": run.stream,
+                                    "lines": run.lines,
+                                }
+                            ).encode()
+                            + b"\n"
+                            for run in runs
+                        )
+                    )
                     await writer.drain()
-                    cursor += len(batch)
+                    cursor = runs[-1].end
                     continue
                 if seen_version != self.state_version:
                     seen_version = self.state_version
@@ -444,6 +434,16 @@ class Supervisor:
         self.log.close()
 
 
+def _lines(data: bytes) -> list[str]:
+    """``data`` (whole lines, without the last newline) as text lines, without
+    their carriage returns; decoded at once, not line by line (a newline is
+    never part of a multi-byte character, so the result is the same)."""
+    lines = data.decode("utf-8", "replace").split("\n")
+    if b"\r" in data:
+        return [line.rstrip("\r") for line in lines]
+    return lines
+
+
 def signal_ready(fd: int | None, text: str) -> None:
     if fd is None:
         return
@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     # The spec holds the server's environment (secrets); it is not needed once read.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / SPEC_NAME)
+    settle_heap()
     asyncio.run(Supervisor(run_dir, spec).run(ready_fd))
     return 0
 

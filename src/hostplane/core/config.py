@@ -212,6 +212,12 @@ class HttpSettings(BaseModel):
                 ) from None
         return [item.strip() for item in value]
 
+    # permessage-deflate on WebSockets (consoles, agents). Off by default: the
+    # panel compresses every frame once per client (ten console viewers, ten
+    # compressions of the same lines), which costs more CPU than the rest of
+    # the console path; turn it on for viewers on slow links.
+    websocket_compression: bool = False
+
 
 class Settings(BaseSettings):
     """Every setting hostplane reads. Nothing else calls ``os.getenv``."""
