@@ -123,6 +123,12 @@ _CATALOGUE: tuple[Permission, ...] = (
         Q,
         A,
     ),
+    _global(
+        "platform.read",
+        "Read the system statistics and the detailed health of the fleet "
+        "(/api/admin/stats, /api/admin/health).",
+        C,
+    ),
     _global("audit.read", "Read the audit log of the tenant.", M, C, A),
     _global("job.read", "Read background jobs (provisioning, deliveries, renewals).", M),
     _global("job.retry", "Retry a failed background job.", M),
@@ -353,6 +359,7 @@ _ADMIN_READ = frozenset(
         "audit.read",  # GET /api/admin/audit-logs, /api/audit
         "job.read",
         "role.read",  # GET /api/admin/roles, a user's roles
+        "platform.read",  # GET /api/admin/stats, /api/admin/health
     }
 )
 _ADMIN_WRITE = frozenset(

@@ -1,0 +1,140 @@
+"""Each process's copy of the runtime configuration, kept current.
+
+Reading the configuration must cost a request nothing (the maintenance check
+runs on every ``/api`` call), so every process holds it in memory. A change
+reaches every process through ``config.changed`` on the event bus, which
+carries the new configuration; as a backstop (an event lost while Redis was
+away) the copy is re-read from the database when it is older than
+:data:`REFRESH_SECONDS`. A process that cannot read the database keeps the
+copy it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from hostplane.core.events.bus import Event, Subscription
+from hostplane.core.runtime import Runtime
+from hostplane.platform.admin import service
+from hostplane.platform.admin.schemas import RuntimeConfig, defaults_from
+
+log = structlog.get_logger(__name__)
+
+EXTENSION_KEY = "platform.config"
+REFRESH_SECONDS = 5.0
+# A database that does not answer must not hold the refresher up for long.
+LOAD_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class LiveConfig:
+    config: RuntimeConfig
+    version: int = -1
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+def _holder(runtime: Runtime) -> LiveConfig:
+    holder = runtime.extensions.get(EXTENSION_KEY)
+    if not isinstance(holder, LiveConfig):
+        holder = LiveConfig(config=defaults_from(runtime.settings))
+        runtime.extensions[EXTENSION_KEY] = holder
+    return holder
+
+
+def current(runtime: Runtime) -> RuntimeConfig:
+    """The configuration this process applies now (a dictionary lookup, no I/O)."""
+    holder = runtime.extensions.get(EXTENSION_KEY)
+    if isinstance(holder, LiveConfig):
+        return holder.config
+    return _holder(runtime).config
+
+
+def apply(runtime: Runtime, config: RuntimeConfig, version: int) -> bool:
+    """Hold ``config`` if it is newer than the copy held; ``True`` when it was applied."""
+    holder = _holder(runtime)
+    holder.loaded_at = time.monotonic()
+    if version <= holder.version:
+        return False
+    holder.config = config
+    holder.version = version
+    limits = config.rate_limits
+    runtime.rate_limiter.configure(auth=limits.auth, default=limits.default)
+    log.info("config.applied", version=version, maintenance=config.maintenance.enabled)
+    return True
+
+
+async def reload(runtime: Runtime) -> None:
+    """Read the configuration from the database and hold it if it is newer."""
+    async with (
+        asyncio.timeout(LOAD_TIMEOUT_SECONDS),
+        runtime.unit_of_work(read_only=True) as session,
+    ):
+        out = await service.load(session, runtime.settings)
+    apply(runtime, RuntimeConfig.model_validate(out.model_dump()), out.version)
+
+
+def _from_event(runtime: Runtime, event: Event) -> None:
+    data: dict[str, Any] = event.data
+    try:
+        config = RuntimeConfig.model_validate(data["config"])
+        version = int(data["version"])
+    except (KeyError, TypeError, ValueError, ValidationError):
+        log.warning("config.bad_event", event_id=event.id)
+        return
+    apply(runtime, config, version)
+
+
+async def _follow(runtime: Runtime, subscription: Subscription) -> None:
+    """Apply every ``config.changed``; re-read when the copy grows old."""
+    while True:
+        age = time.monotonic() - _holder(runtime).loaded_at
+        try:
+            async with asyncio.timeout(max(0.0, REFRESH_SECONDS - age)):
+                event = await subscription.get()
+        except TimeoutError:
+            try:
+                await reload(runtime)
+            except Exception as exc:  # noqa: BLE001 - keep the copy held; try again later
+                _holder(runtime).loaded_at = time.monotonic()
+                log.warning("config.reload_failed", error=type(exc).__name__)
+            continue
+        _from_event(runtime, event)
+
+
+class ConfigFollower:
+    """Loads the configuration, then follows its changes until closed.
+
+    The subscription is opened before the first read, so a change committed
+    in between is not missed.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._stack = contextlib.AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        subscription = await self._stack.enter_async_context(
+            self._runtime.bus.subscribe(service.CONFIG_CHANGED)
+        )
+        try:
+            await reload(self._runtime)
+        except Exception as exc:  # noqa: BLE001 - start on the defaults; the follower retries
+            log.warning("config.initial_load_failed", error=type(exc).__name__)
+        self._task = asyncio.create_task(
+            _follow(self._runtime, subscription), name="config-follower"
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._stack.aclose()
