@@ -71,7 +71,9 @@ async def test_a_patch_changes_only_what_it_names_is_stored_audited_and_versione
     # Stored exactly: a decimal string, never a float.
     assert row.overrides["prices"]["extra_allocation"] == {"coins": 60, "credits": "1.25"}
     entries = (
-        await db.scalars(select(AuditLog).where(AuditLog.action == "config.update").order_by(AuditLog.created_at))
+        await db.scalars(
+            select(AuditLog).where(AuditLog.action == "config.update").order_by(AuditLog.created_at)
+        )
     ).all()
     assert [entry.meta["version"] for entry in entries] == [1, 2]
     assert entries[1].meta["changes"] == {

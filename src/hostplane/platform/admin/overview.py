@@ -47,7 +47,7 @@ DISK_CRITICAL_MB = 100
 
 async def stats(session: AsyncSession) -> Stats:
     rows = await session.execute(select(Server.status, func.count()).group_by(Server.status))
-    by_status: dict[str, int] = dict(rows.tuples().all())
+    by_status: dict[str, int] = {row[0]: row[1] for row in rows}
     live_filter = Server.status.in_(LIVE)
     server_row = (
         await session.execute(
