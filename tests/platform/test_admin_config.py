@@ -261,3 +261,41 @@ async def test_a_missed_event_is_made_up_by_the_periodic_reread(
                 )
             )
         await _wait_for(lambda: live.current(other).registration.open is True, 2.0)
+
+
+async def test_new_servers_get_the_configured_default_resources(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    from tests.support.infra import make_node, make_template
+
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant, role="owner")
+    node, _ = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    changed = await client.patch(
+        "/api/admin/config",
+        json={"defaultLimits": {"memoryMb": 768, "cpuCores": 0.5, "diskMb": 2048}},
+        headers=owner.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    body = {
+        "name": "defaults",
+        "templateId": template.id,
+        "nodeId": node.id,
+        "environment": {"MEMORY": "768M"},
+    }
+    created = await client.post("/api/servers", json=body, headers=owner.headers)
+    assert created.status_code == 201, created.text
+    data = created.json()["data"]
+    assert (data["allocatedMemoryMb"], data["allocatedCpuCores"], data["allocatedDiskMb"]) == (
+        768,
+        0.5,
+        2048,
+    )
+    explicit = await client.post(
+        "/api/servers",
+        json=body | {"name": "explicit", "allocatedMemoryMb": 256},
+        headers=owner.headers,
+    )
+    assert explicit.json()["data"]["allocatedMemoryMb"] == 256
+    assert explicit.json()["data"]["allocatedDiskMb"] == 2048
