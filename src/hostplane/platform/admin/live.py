@@ -91,28 +91,13 @@ def _from_event(runtime: Runtime, event: Event) -> None:
     apply(runtime, config, version)
 
 
-async def _follow(runtime: Runtime, subscription: Subscription) -> None:
-    """Apply every ``config.changed``; re-read when the copy grows old."""
-    while True:
-        age = time.monotonic() - _holder(runtime).loaded_at
-        try:
-            async with asyncio.timeout(max(0.0, REFRESH_SECONDS - age)):
-                event = await subscription.get()
-        except TimeoutError:
-            try:
-                await reload(runtime)
-            except Exception as exc:  # noqa: BLE001 - keep the copy held; try again later
-                _holder(runtime).loaded_at = time.monotonic()
-                log.warning("config.reload_failed", error=type(exc).__name__)
-            continue
-        _from_event(runtime, event)
-
-
 class ConfigFollower:
     """Loads the configuration, then follows its changes until closed.
 
     The subscription is opened before the first read, so a change committed
-    in between is not missed.
+    in between is not missed. A bus that cannot be reached (Redis down at
+    start) does not stop the process: the copy is then kept current by the
+    periodic re-read alone, and subscribing is tried again with each one.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -121,16 +106,9 @@ class ConfigFollower:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        subscription = await self._stack.enter_async_context(
-            self._runtime.bus.subscribe(service.CONFIG_CHANGED)
-        )
-        try:
-            await reload(self._runtime)
-        except Exception as exc:  # noqa: BLE001 - start on the defaults; the follower retries
-            log.warning("config.initial_load_failed", error=type(exc).__name__)
-        self._task = asyncio.create_task(
-            _follow(self._runtime, subscription), name="config-follower"
-        )
+        subscription = await self._subscribe()
+        await self._reload_quietly()
+        self._task = asyncio.create_task(self._follow(subscription), name="config-follower")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -138,3 +116,38 @@ class ConfigFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._stack.aclose()
+
+    async def _subscribe(self) -> Subscription | None:
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT_SECONDS):
+                return await self._stack.enter_async_context(
+                    self._runtime.bus.subscribe(service.CONFIG_CHANGED)
+                )
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("config.subscribe_failed", error=str(exc)[:200])
+            return None
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await reload(self._runtime)
+        except Exception as exc:  # noqa: BLE001 - keep the copy held; try again later
+            _holder(self._runtime).loaded_at = time.monotonic()
+            log.warning("config.reload_failed", error=type(exc).__name__)
+
+    async def _follow(self, subscription: Subscription | None) -> None:
+        while True:
+            age = time.monotonic() - _holder(self._runtime).loaded_at
+            within = max(0.0, REFRESH_SECONDS - age)
+            event: Event | None = None
+            if subscription is None:
+                await asyncio.sleep(within)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(within):
+                        event = await subscription.get()
+            if event is not None:
+                _from_event(self._runtime, event)
+                continue
+            await self._reload_quietly()
+            if subscription is None:
+                subscription = await self._subscribe()
