@@ -50,9 +50,6 @@ def _holder(runtime: Runtime) -> LiveConfig:
 
 def current(runtime: Runtime) -> RuntimeConfig:
     """The configuration this process applies now (a dictionary lookup, no I/O)."""
-    holder = runtime.extensions.get(EXTENSION_KEY)
-    if isinstance(holder, LiveConfig):
-        return holder.config
     return _holder(runtime).config
 
 
