@@ -8,6 +8,7 @@
 #   HOSTPLANE_TEST_PG_ADMIN_URL  a PostgreSQL URL with CREATE DATABASE rights
 #                                (default: postgres@127.0.0.1:5432, else the local socket)
 #   PYTEST_ARGS                  extra arguments for both pytest runs
+#   HOSTPLANE_TEST_SEQUENTIAL=1  run the SQLite and PostgreSQL passes one after the other
 #   DOCKER_HOST                  set by the Podman step (scripts/podman.sh) for the container tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -130,18 +131,58 @@ run_step "ruff format" .venv/bin/ruff format --check src tests bench
 run_step "mypy --strict" .venv/bin/mypy
 run_step "import contracts" .venv/bin/lint-imports
 
-# shellcheck disable=SC2086
-run_step "pytest on SQLite" env HOSTPLANE_TEST_DATABASE_URL= .venv/bin/pytest ${PYTEST_ARGS:-}
+# The two pytest passes run side by side unless HOSTPLANE_TEST_SEQUENTIAL=1:
+# much of the suite waits on real processes, so together they take far less
+# than one after the other, even on two cores. Each pass writes its own log,
+# printed whole when it ends.
+sqlite_pass() {
+    # shellcheck disable=SC2086
+    env HOSTPLANE_TEST_DATABASE_URL= .venv/bin/pytest ${PYTEST_ARGS:-}
+}
+postgres_pass() {
+    # shellcheck disable=SC2086
+    env HOSTPLANE_TEST_DATABASE_URL="$pg_url" .venv/bin/pytest ${PYTEST_ARGS:-}
+}
 
 admin_url="$(pg_admin_url)"
 database="hostplane_test_$(date +%s)_$$"
 cleanup() { psql "$admin_url" -qAtc "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-if pg_url="$(with_database "$admin_url" "$database")"; then
-    # shellcheck disable=SC2086
-    run_step "pytest on PostgreSQL" env HOSTPLANE_TEST_DATABASE_URL="$pg_url" .venv/bin/pytest ${PYTEST_ARGS:-}
-else
+pg_url=""
+if ! pg_url="$(with_database "$admin_url" "$database")"; then
     failures+=("create the PostgreSQL test database")
+    pg_url=""
+fi
+
+if [ "${HOSTPLANE_TEST_SEQUENTIAL:-}" = "1" ]; then
+    run_step "pytest on SQLite" sqlite_pass
+    [ -n "$pg_url" ] && run_step "pytest on PostgreSQL" postgres_pass
+else
+    logs="$(mktemp -d)"
+    step "pytest on SQLite and on PostgreSQL, side by side"
+    sqlite_pass >"$logs/sqlite.log" 2>&1 &
+    sqlite_pid=$!
+    pg_pid=""
+    if [ -n "$pg_url" ]; then
+        postgres_pass >"$logs/postgresql.log" 2>&1 &
+        pg_pid=$!
+    fi
+    started=$SECONDS
+    while kill -0 "$sqlite_pid" 2>/dev/null || { [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; }; do
+        sleep 30
+        echo "  ... $(( (SECONDS - started) / 60 )) min"
+    done
+    wait "$sqlite_pid"; sqlite_rc=$?
+    step "pytest on SQLite"
+    cat "$logs/sqlite.log"
+    [ "$sqlite_rc" = 0 ] || failures+=("pytest on SQLite")
+    if [ -n "$pg_pid" ]; then
+        wait "$pg_pid"; pg_rc=$?
+        step "pytest on PostgreSQL"
+        cat "$logs/postgresql.log"
+        [ "$pg_rc" = 0 ] || failures+=("pytest on PostgreSQL")
+    fi
+    rm -rf "$logs"
 fi
 
 echo

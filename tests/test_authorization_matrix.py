@@ -142,6 +142,15 @@ CASES: list[Case] = [
     case("DELETE", "/api/servers/{server_id}/backups/{fresh_backup_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("POST", "/api/servers/{server_id}/transfer", body={"targetNodeId": "{node_id}"}, owner=403, other_user=404, api_key=404, admin=400, foreign=404, admin_read=403, admin_access=400),
     case("GET", "/api/servers/{server_id}/transfers", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=200, admin_access=200),
+    # infra: scheduled tasks (of the owner's server; runs are only queued). Like backups,
+    # operators' read roles (admin.read) do not open a server's tasks: their list is empty.
+    case("GET", "/api/tasks", owner=200, other_user=200, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/tasks", body={"serverId": "{server_id}", "name": "Nightly", "action": "restart", "schedule": "0 3 * * *"}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/tasks/{task_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("PUT", "/api/tasks/{task_id}", body={"schedule": "0 4 * * *"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("DELETE", "/api/tasks/{fresh_task_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("POST", "/api/tasks/{task_id}/execute", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    case("GET", "/api/tasks/{task_id}/runs", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     # infra: files (no agent is connected: 503 = authorized, the node did not answer; 400 =
     # authorized, the path (NUL byte or missing) refused before anything reached the node)
     case("GET", "/api/servers/{server_id}/files", owner=503, other_user=404, api_key=404, admin=503, foreign=404, admin_read=403, admin_access=403),

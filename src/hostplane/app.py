@@ -38,6 +38,8 @@ from hostplane.infra.backups.router import router as backups_router
 from hostplane.infra.files.router import router as files_router
 from hostplane.infra.locations.router import router as locations_router
 from hostplane.infra.nodes.router import router as nodes_router
+from hostplane.infra.schedules.router import router as schedules_router
+from hostplane.infra.schedules.scheduler import Scheduler
 from hostplane.infra.servers.admin_routes import router as admin_servers_router
 from hostplane.infra.servers.router import router as servers_router
 from hostplane.infra.templates.router import router as templates_router
@@ -73,6 +75,7 @@ API_ROUTERS: list[APIRouter] = [
     transfers_router,
     admin_router,
     admin_servers_router,
+    schedules_router,
 ]
 
 
@@ -123,6 +126,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
             asyncio.create_task(Worker(runtime).run(stop), name=f"jobs-worker-{n}")
             for n in range(workers)
         ]
+        if workers and settings.schedules.enabled:
+            # Where the job workers run, the scheduler that feeds them scheduled runs runs too.
+            worker_tasks.append(
+                asyncio.create_task(Scheduler(runtime).run(stop), name="schedules-scheduler")
+            )
         try:
             yield
         finally:

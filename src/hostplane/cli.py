@@ -127,13 +127,14 @@ def worker(
         int | None, typer.Option("--concurrency", min=1, help="Jobs run at once.")
     ] = None,
 ) -> None:
-    """Run background work: installs, backups, transfers, retention."""
+    """Run background work: installs, backups, transfers, retention, scheduled tasks."""
     settings = _settings(data_dir)
     configure_logging(level=settings.log_level, fmt=settings.effective_log_format)
     _run(_check_database(settings))
 
     async def work() -> None:
         from hostplane.app import build_runtime
+        from hostplane.infra.schedules.scheduler import Scheduler
         from hostplane.platform.admin.live import ConfigFollower
         from hostplane.platform.jobs.worker import Worker
 
@@ -147,7 +148,10 @@ def worker(
         config_follower = ConfigFollower(runtime)
         await config_follower.start()
         try:
-            await Worker(runtime, concurrency=concurrency).run(stop)
+            loops = [Worker(runtime, concurrency=concurrency).run(stop)]
+            if settings.schedules.enabled:
+                loops.append(Scheduler(runtime).run(stop))
+            await asyncio.gather(*loops)
         finally:
             await config_follower.close()
             await runtime.bus.close()

@@ -18,6 +18,7 @@ from hostplane.infra.backups.models import Backup  # noqa: F401 - registers the 
 from hostplane.infra.files.models import FileLinkUse  # noqa: F401 - registers the table
 from hostplane.infra.locations.models import Location  # noqa: F401 - registers the table
 from hostplane.infra.nodes.models import Node, PendingServerDelete  # noqa: F401 - registers the tables
+from hostplane.infra.schedules.models import ScheduledTask, TaskRun  # noqa: F401 - registers the tables
 from hostplane.infra.servers.models import Server, ServerAllocation, ServerLog  # noqa: F401 - registers the tables
 from hostplane.infra.templates.models import Template  # noqa: F401 - registers the table
 from hostplane.infra.transfers.models import ServerTransfer  # noqa: F401 - registers the table

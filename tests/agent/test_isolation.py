@@ -18,10 +18,16 @@ from pathlib import Path
 import pytest
 
 from hostplane.agent import sysinfo
+from hostplane.agent.config import AgentSettings
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.operations import atomic_write
+from hostplane.agent.handlers.context import HandlerContext
+from hostplane.agent.handlers.files import FileHandlers
 from hostplane.agent.isolation import Identity, ServerUids, own_tree
+from hostplane.agent.peers import PeerListener
 from hostplane.agent.runtime import ProcessRuntime
+from hostplane.agent.streams import StreamHub
+from hostplane.protocol import FileMkdir, FileOperation, WireModel
 from tests.agent.conftest import HAS_BWRAP, collect_until
 from tests.agent.test_runtime import has_state, lines_of
 
@@ -316,3 +322,87 @@ async def test_a_sandboxed_server_cannot_make_user_namespaces(data_dir: Path) ->
     finally:
         await runtime.close()
     assert output != ["code=0"] and len(output) == 1, output
+
+
+def test_what_the_agent_writes_is_given_to_the_server_at_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "host-file").write_text("x")
+    folder = tmp_path / "server"
+    folder.mkdir()
+    root = ServerRoot(folder, owner=(250_000, 250_000))
+    with atomic_write(root, "/config/plugins/settings.yml", max_bytes=None) as writer:
+        writer.write(b"a: 1\n")
+    assert (folder / "config").stat().st_uid == 0
+
+    assert root.adopt("/config/plugins/settings.yml") == 3
+    for made in ("config", "config/plugins", "config/plugins/settings.yml"):
+        assert (folder / made).stat().st_uid == 250_000, made
+        assert (folder / made).stat().st_gid == 250_000, made
+    assert root.adopt("/config/plugins/settings.yml") == 0, "nothing left to change"
+
+    # A folder: everything below it, through no link and past no hard link.
+    (folder / "world" / "region").mkdir(parents=True)
+    (folder / "world" / "region" / "r.0.0.mca").write_bytes(b"\0")
+    (folder / "world" / "to-outside").symlink_to(outside)
+    os.link(outside / "host-file", folder / "world" / "linked")
+    root.adopt("/world")
+    assert (folder / "world" / "region" / "r.0.0.mca").stat().st_uid == 250_000
+    assert os.lstat(folder / "world" / "to-outside").st_uid == 250_000
+    assert outside.stat().st_uid == 0
+    assert (outside / "host-file").stat().st_uid == 0
+
+    # A path through a planted link stops at the link.
+    root.adopt("/world/to-outside/host-file")
+    assert (outside / "host-file").stat().st_uid == 0
+    assert ServerRoot(folder).adopt("/world") == 0, "without an owner nothing changes"
+
+
+async def test_a_running_server_changes_what_the_file_manager_writes_meanwhile(
+    runtime: ProcessRuntime,
+) -> None:
+    await runtime.start(
+        "live",
+        "sh -c 'while [ ! -f ready ]; do sleep 0.05; done;"
+        " echo changed >> plugins/settings.yml && echo done'",
+    )
+    folder = runtime.server_dir("live")
+    owner = runtime.file_owner("live")
+    assert owner is not None and owner[0] != 0
+    # What the file manager and SFTP do for a server that runs on.
+    root = ServerRoot(folder, owner=owner)
+    with atomic_write(root, "/plugins/settings.yml", max_bytes=None) as writer:
+        writer.write(b"uploaded\n")
+    root.adopt("/plugins/settings.yml")
+    with atomic_write(root, "/ready", max_bytes=None) as writer:
+        writer.write(b"")
+    root.adopt("/ready")
+    output = await output_until_exit(runtime, "live")
+    assert "done" in output, output
+    assert (folder / "plugins" / "settings.yml").read_text() == "uploaded\nchanged\n"
+
+
+async def test_the_file_handlers_give_new_files_to_the_servers_uid(tmp_path: Path) -> None:
+    async def discard(message: WireModel | bytes) -> None:
+        del message
+
+    async def stopped(server_id: str) -> bool:
+        return False
+
+    settings = AgentSettings(data_dir=tmp_path)
+    context = HandlerContext(
+        settings=settings,
+        streams=StreamHub(discard, discard),
+        send=discard,
+        server_dir=lambda server_id: tmp_path / server_id,
+        is_running=stopped,
+        peers=PeerListener(settings),
+        file_owner=lambda server_id: (260_000, 260_000),
+    )
+    files = FileHandlers(context)
+    await files.legacy(
+        FileOperation(operation="write", server_id="s1", path="/a/b.txt", content="hi")
+    )
+    await files.mkdir(FileMkdir(server_id="s1", path="/made/here"))
+    for made in ("a", "a/b.txt", "made", "made/here"):
+        assert (tmp_path / "s1" / made).stat().st_uid == 260_000, made

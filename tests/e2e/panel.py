@@ -48,8 +48,11 @@ class LivePanel:
 
 
 @contextlib.asynccontextmanager
-async def live_panel(tmp_path: Path, **extra_env: str) -> AsyncIterator[LivePanel]:
-    """``hostplane serve`` on a migrated empty database with an owner logged in."""
+async def panel_process(
+    tmp_path: Path, **extra_env: str
+) -> AsyncIterator[tuple[int, httpx.AsyncClient, dict[str, str]]]:
+    """``hostplane serve`` on a migrated empty database with an owner account;
+    its port, a client nobody has logged in with yet, and its environment."""
     async with empty_database(POSTGRES_URL, tmp_path) as url:
         env = base_env(
             HOSTPLANE_SECRET_KEY=TEST_SECRET,
@@ -76,13 +79,20 @@ async def live_panel(tmp_path: Path, **extra_env: str) -> AsyncIterator[LivePane
             env=env,
         ) as panel:
             async with httpx.AsyncClient(base_url=panel.base_url, timeout=20) as http:
-                login = await http.post(
-                    "/api/auth/login",
-                    json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD},
-                )
-                token = login.json()["data"]["token"]
-                http.headers["Authorization"] = f"Bearer {token}"
-                yield LivePanel(port, token, http, env)
+                yield port, http, env
+
+
+@contextlib.asynccontextmanager
+async def live_panel(tmp_path: Path, **extra_env: str) -> AsyncIterator[LivePanel]:
+    """``hostplane serve`` on a migrated empty database with an owner logged in."""
+    async with panel_process(tmp_path, **extra_env) as (port, http, env):
+        login = await http.post(
+            "/api/auth/login",
+            json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD},
+        )
+        token = login.json()["data"]["token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        yield LivePanel(port, token, http, env)
 
 
 def start_agent(tmp_path: Path, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:

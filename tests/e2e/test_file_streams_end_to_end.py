@@ -27,7 +27,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support.processes import base_env, free_port, hostplane_process, stop_process
+from tests.support.processes import (
+    agent_pids,
+    base_env,
+    free_port,
+    hostplane_process,
+    stop_process,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "hostplane" / "templates"
 PARALLEL = 20
@@ -40,21 +46,6 @@ CONTENT = "hello"
 def relative(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}"
-
-
-def agent_pids(config: Path) -> list[int]:
-    """The agent processes running with ``config`` (``up`` starts one)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in cmdline and str(config).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 @contextlib.contextmanager

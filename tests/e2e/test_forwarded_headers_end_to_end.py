@@ -8,53 +8,23 @@ The clients here all connect from 127.0.0.1, as a game server under
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
 from hostplane.core.ids import new_id
-from tests.conftest import POSTGRES_URL, TEST_SECRET
-from tests.support.databases import empty_database
-from tests.support.processes import base_env, free_port, hostplane_command, hostplane_process
+from tests.e2e.panel import OPERATOR_EMAIL, OPERATOR_PASSWORD, panel_process
 
-OPERATOR_EMAIL = "ops@example.com"
-OPERATOR_PASSWORD = "long enough 1"
 AUTH_LIMIT = 5
 
 
 @contextlib.asynccontextmanager
 async def serve(tmp_path: Path, **settings: str) -> AsyncIterator[httpx.AsyncClient]:
     """``hostplane serve`` on a fresh database with an owner; a client for it."""
-    async with empty_database(POSTGRES_URL, tmp_path) as url:
-        env = base_env(
-            HOSTPLANE_SECRET_KEY=TEST_SECRET,
-            HOSTPLANE_DATABASE_URL=url,
-            HOSTPLANE_LOG_FORMAT="json",
-            HOSTPLANE_RATE_LIMITS__AUTH=f"{AUTH_LIMIT}/minute",
-            **settings,
-        )
-        operator = ("--email", OPERATOR_EMAIL, "--password", OPERATOR_PASSWORD, "--role", "owner")
-        for args in (("migrate",), ("admin", "create", *operator)):
-            done = subprocess.run(
-                hostplane_command(*args, "--data-dir", str(tmp_path)),
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=60,
-            )
-            assert done.returncode == 0, done.stderr
-        port = free_port()
-        with hostplane_process(
-            ["serve", "--data-dir", str(tmp_path), "--port", str(port)],
-            port=port,
-            log_path=tmp_path / "panel.log",
-            env=env,
-        ) as panel:
-            async with httpx.AsyncClient(base_url=panel.base_url, timeout=20) as http:
-                yield http
+    limit = {"HOSTPLANE_RATE_LIMITS__AUTH": f"{AUTH_LIMIT}/minute"}
+    async with panel_process(tmp_path, **limit, **settings) as (_, http, _env):
+        yield http
 
 
 async def login(

@@ -9,25 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import base_env, free_port, hostplane_process
+from tests.support.processes import agent_pids, base_env, free_port, hostplane_process
 
 pytestmark = pytest.mark.e2e
-
-
-def agent_pids(data: Path) -> list[int]:
-    """The ``hostplane agent`` processes whose config lives in ``data``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [part.decode(errors="replace") for part in argv]
-        if "agent" in words and "--config" in words and any(str(data) in w for w in words):
-            found.append(int(entry.name))
-    return found
 
 
 def node_online(base_url: str, headers: dict[str, str]) -> bool:

@@ -191,7 +191,24 @@ async def matrix_world(
     async def fresh_backup_id() -> str:
         return await completed_backup(server.id)
 
+    async def make_task() -> str:
+        from hostplane.infra.schedules import service as schedules
+
+        async with in_tenant(db, tenant):
+            task = await schedules.create_task(
+                db,
+                owner_principal,
+                {
+                    "server_id": server.id,
+                    "name": "matrix",
+                    "action": "restart",
+                    "schedule": "0 3 * * *",
+                },
+            )
+        return task.id
+
     ids = {
+        "task_id": await make_task(),
         "backup_id": backup_id,
         "node_id": node.id,
         "template_id": template.id,
@@ -204,6 +221,7 @@ async def matrix_world(
         "fresh_allocation_port": fresh_allocation_port,
         "fresh_subuser_id": fresh_subuser_id,
         "fresh_backup_id": fresh_backup_id,
+        "fresh_task_id": make_task,
         "fresh_node_id": lambda: _fresh_node_id(db, tenant),
         "fresh_template_id": lambda: _fresh_template_id(db, tenant),
     }

@@ -109,3 +109,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
+
+
+def agent_pids(config_under: Path) -> list[int]:
+    """The ``hostplane agent`` processes whose ``--config`` lies in (or is) ``config_under``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [part.decode(errors="replace") for part in argv]
+        if "agent" in words and any(str(config_under) in word for word in words):
+            found.append(int(entry.name))
+    return found

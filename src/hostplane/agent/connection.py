@@ -126,6 +126,7 @@ class AgentConnection:
             server_dir=runtime.server_dir,
             is_running=self._is_running,
             peers=self.peers,
+            file_owner=runtime.file_owner,
         )
         self.sftp = SftpService(
             settings,
@@ -134,6 +135,7 @@ class AgentConnection:
             busy=context.busy.get,
             report=context.notify,
             disk=context.disk,
+            file_owner=runtime.file_owner,
         )
         context.disk.recorded_limit = recorded_limits(getattr(runtime, "run_dir", None))
         self._disk_stops: set[asyncio.Task[None]] = set()

@@ -177,6 +177,15 @@ class ServerFolders:
 
     servers_root: Path
     run_root: Path
+    uids: ServerUids | None = None
+    """Each server's own uid (only when the agent runs as root)."""
+
+    def file_owner(self, server_id: str) -> tuple[int, int] | None:
+        """Who the files the agent writes for the server should belong to."""
+        if self.uids is None:
+            return None
+        identity = self.uids.get(server_id)
+        return None if identity is None else (identity.uid, identity.gid)
 
     def _check(self, server_id: str) -> str:
         if not SERVER_ID.match(server_id):

@@ -86,6 +86,13 @@ class ServerSettings(BaseModel):
     transfer_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
 
 
+class ScheduleSettings(BaseModel):
+    """Scheduled tasks: how often the scheduler looks for due runs."""
+
+    tick_seconds: float = Field(default=5.0, gt=0, le=60)
+    enabled: bool = True
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -192,6 +199,7 @@ class Settings(BaseSettings):
     files: FileSettings = Field(default_factory=FileSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     servers: ServerSettings = Field(default_factory=ServerSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
 
     @classmethod
     def settings_customise_sources(

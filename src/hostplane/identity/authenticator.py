@@ -93,6 +93,31 @@ async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Princip
     )
 
 
+async def acting_user(runtime: Runtime, user_id: str) -> Principal:
+    """``user_id`` as a caller, with their roles as they are now: for work done on a
+    user's behalf without a request (a scheduled task's run). Raises
+    ``Unauthorized`` when the user no longer exists or is not active."""
+    async with runtime.unit_of_work(read_only=True) as session:
+        user = await session.get(User, user_id)
+        if user is None:
+            raise Unauthorized("The user no longer exists", code="ACCOUNT_DISABLED")
+        if user.status != "active":
+            raise Unauthorized("This account is not active", code="ACCOUNT_DISABLED")
+        permissions = await effective_permissions(session, user.id)
+        needs_two_factor = not user.two_factor_enabled and await two_factor_required(
+            session, user.id
+        )
+    return Principal(
+        kind="user",
+        id=user.id,
+        user_id=user.id,
+        tenant_id=user.tenant_id,
+        permissions=frozenset() if needs_two_factor else permissions,
+        display_name=user.username,
+        needs_two_factor=needs_two_factor,
+    )
+
+
 async def authenticate(connection: HTTPConnection, runtime: Runtime) -> Principal:
     token = bearer_token(connection)
     if token is None:

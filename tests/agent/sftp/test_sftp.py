@@ -456,3 +456,22 @@ async def test_every_change_is_written_to_the_servers_log(
             break
         await asyncio.sleep(0.1)
     assert lines == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="servers get their own uid under a root agent")
+async def test_uploads_belong_to_the_servers_uid_at_once(world: SftpWorld) -> None:
+    uids = world.agent.runtime.uids
+    assert uids is not None
+    identity = uids.identity(world.server.id)  # as its first start allocates it
+    folder = world.agent.server_dir(world.server.id)
+
+    def session() -> None:
+        with sftp_client(world.port, world.server.id, world.fleet.owner.token) as sftp:
+            sftp.mkdir("/plugins")
+            with sftp.open("/plugins/new.jar", "wb") as remote:
+                remote.write(b"jar")
+
+    await asyncio.to_thread(session)
+    for made in ("plugins", "plugins/new.jar"):
+        info = (folder / made).stat()
+        assert (info.st_uid, info.st_gid) == (identity.uid, identity.gid), made

@@ -6,7 +6,8 @@ is the server's folder) and every error is a :class:`FileError` whose
 ``code`` and message can go to the user as they are.
 """
 
-from hostplane.agent.files.archives import compress, decompress
+from hostplane.agent.files.archive_create import compress
+from hostplane.agent.files.archives import decompress
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import (
     AlreadyExists,

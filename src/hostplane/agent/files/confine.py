@@ -77,11 +77,13 @@ def open_relative(base: int, parts: tuple[str, ...]) -> int:
 class ServerRoot:
     """One server's data folder, and the only way the file manager reaches it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: tuple[int, int] | None = None) -> None:
         # The root's own ancestors belong to the host and are trusted; only
         # what lies below the root is under the game process's control.
         self._real = os.path.realpath(path)
         self.path = Path(self._real)
+        self.owner = owner
+        """The uid and gid the server runs as, when the node gives each server its own."""
 
     # -- user paths -------------------------------------------------------
 
@@ -244,3 +246,61 @@ class ServerRoot:
             yield fd, parts[-1]
         finally:
             os.close(fd)
+
+    # -- ownership --------------------------------------------------------
+
+    def adopt(self, user_path: str) -> int:
+        """Give what the agent just wrote at ``user_path`` (and the folders on the
+        way, and everything below it when it is a folder) to the server's uid, so
+        the running server can change it at once; returns how many entries changed.
+
+        Written as root, new files would stay out of the server's reach until its
+        next start hands the whole folder over. Every step goes through
+        descriptors and never follows a link, so a link the server plants
+        cannot turn this into a chown of a host file; hard-linked files are
+        left alone for the same reason.
+        """
+        owner = self.owner
+        if owner is None:
+            return 0
+        parts = self.parts(user_path)
+        changed = 0
+        fd = self._open_root()
+        try:
+            for index, name in enumerate(parts):
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return changed
+                changed += self._chown(fd, name, info, owner)
+                if not stat.S_ISDIR(info.st_mode):
+                    return changed
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                if index == len(parts) - 1:
+                    break
+            changed += self._adopt_below(fd, owner)
+        finally:
+            os.close(fd)
+        return changed
+
+    @staticmethod
+    def _chown(dir_fd: int, name: str, info: os.stat_result, owner: tuple[int, int]) -> int:
+        if (info.st_uid, info.st_gid) == owner:
+            return 0
+        if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+            return 0
+        os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+        return 1
+
+    def _adopt_below(self, top: int, owner: tuple[int, int]) -> int:
+        changed = 0
+        for _, dirs, files, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for name in (*dirs, *files):
+                try:
+                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                changed += self._chown(dir_fd, name, info, owner)
+        return changed

@@ -34,6 +34,8 @@ class HandlerContext:
     server_dir: Callable[[str], Path]
     is_running: Callable[[str], Awaitable[bool]]
     peers: PeerListener
+    file_owner: Callable[[str], tuple[int, int] | None] = lambda server_id: None
+    """Who the server's files belong to (``None``: leave them as written)."""
     busy: dict[str, str] = field(default_factory=dict)
     """Servers whose files are being replaced or copied, and by what."""
     _notes: set[asyncio.Task[None]] = field(default_factory=set)

@@ -8,10 +8,11 @@ flow control, so neither side ever holds a whole file in memory.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from hostplane.agent.disk import Quota
-from hostplane.agent.files import archives, operations
+from hostplane.agent.files import archive_create, archives, operations
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import FileError, TooLarge
 from hostplane.agent.files.pull import pull as pull_from_url
@@ -34,6 +35,8 @@ from hostplane.protocol import (
     WireModel,
 )
 
+logger = logging.getLogger(__name__)
+
 # Catalyst's ``file_operation`` carries content inline in JSON: keep it small.
 INLINE_MAX_BYTES = 5 * 2**20
 
@@ -49,7 +52,19 @@ class FileHandlers:
     def root(self, server_id: str) -> ServerRoot:
         folder = self.ctx.server_dir(server_id)
         folder.mkdir(parents=True, exist_ok=True)
-        return ServerRoot(folder)
+        return ServerRoot(folder, owner=self.ctx.file_owner(server_id))
+
+    async def adopt(self, root: ServerRoot, path: str) -> None:
+        """Hand what was just written to the server's uid (see :meth:`ServerRoot.adopt`).
+
+        The change itself is done; a failure here is logged, and the server's
+        next start hands its whole folder over anyway."""
+        if root.owner is None:
+            return
+        try:
+            await self.ctx.run(root.adopt, path)
+        except (OSError, FileError) as exc:
+            logger.warning("could not give %s to the server's uid: %s", path, exc)
 
     async def quota(self, server_id: str, limit_mb: int | None) -> Quota | None:
         """The budget the server's allocation leaves (``None``: unlimited)."""
@@ -104,11 +119,13 @@ class FileHandlers:
                 if end is not None and end.sha256 and end.sha256 != incoming.sha256:
                     # Raising inside the block discards the temporary file.
                     raise ChecksumMismatch("the upload arrived damaged")
+        await self.adopt(root, message.path)
         return {"path": root.normalize(message.path), "size": out.bytes_written}
 
     async def mkdir(self, message: FileMkdir) -> Any:
         root = self.root(message.server_id)
         await self.ctx.run(operations.make_dir, root, message.path)
+        await self.adopt(root, message.path)
         return {"path": root.normalize(message.path)}
 
     async def delete(self, message: FileDelete) -> Any:
@@ -132,6 +149,7 @@ class FileHandlers:
         path = await self.ctx.run(
             functools.partial(operations.copy, quota=quota), root, message.path, message.destination
         )
+        await self.adopt(root, path)
         return {"path": path}
 
     async def chmod(self, message: FileChmod) -> Any:
@@ -143,20 +161,21 @@ class FileHandlers:
         root = self.root(message.server_id)
         quota = await self.quota(message.server_id, message.disk_limit_mb)
         path = await self.ctx.run(
-            archives.compress,
+            archive_create.compress,
             root,
             list(message.paths),
             message.archive_name,
             message.destination,
             quota=quota,
         )
+        await self.adopt(root, path)
         return {"archivePath": path}
 
     async def decompress(self, message: FileDecompress) -> Any:
         settings = self.ctx.settings
         root = self.root(message.server_id)
         quota = await self.quota(message.server_id, message.disk_limit_mb)
-        return await self.ctx.run(
+        extracted: dict[str, Any] = await self.ctx.run(
             archives.decompress,
             root,
             message.archive_path,
@@ -165,12 +184,14 @@ class FileHandlers:
             max_files=settings.archive_max_files,
             quota=quota,
         )
+        await self.adopt(root, str(extracted["targetPath"]))
+        return extracted
 
     async def pull(self, message: FilePull) -> Any:
         settings = self.ctx.settings
         root = self.root(message.server_id)
         quota = await self.quota(message.server_id, message.disk_limit_mb)
-        return await pull_from_url(
+        pulled = await pull_from_url(
             root,
             message.url,
             message.directory,
@@ -179,6 +200,8 @@ class FileHandlers:
             timeout=settings.pull_timeout,
             quota=quota,
         )
+        await self.adopt(root, str(pulled["path"]))
+        return pulled
 
     async def legacy(self, message: FileOperation) -> Any:
         """Catalyst's ``file_operation``: read, write, delete or list with inline content."""
@@ -195,6 +218,7 @@ class FileHandlers:
                 raise TooLarge("inline content is limited to 5 MB; stream larger files")
             quota = await self.quota(message.server_id, message.disk_limit_mb)
             await self.ctx.run(_write_all, root, message.path, data, quota)
+            await self.adopt(root, message.path)
             return {"path": root.normalize(message.path), "size": len(data)}
         handle, size = await self.ctx.run(operations.open_read, root, message.path)
         with handle:

@@ -33,6 +33,10 @@ class ServerRuntime(Protocol):
         """The server's data folder. Raises ``InvalidServerId``."""
         ...
 
+    def file_owner(self, server_id: str) -> tuple[int, int] | None:
+        """The uid and gid of the server's processes, when it has its own."""
+        ...
+
     async def status(self, server_id: str) -> ServerStatus:
         """The live or last recorded state; ``unknown`` if never started."""
         ...

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import posixpath
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import asyncssh
@@ -56,32 +54,30 @@ from asyncssh.constants import (
 )
 from asyncssh.sftp import (
     SFTPAttrs,
-    SFTPDirNotEmpty,
     SFTPError,
     SFTPFailure,
     SFTPFileAlreadyExists,
     SFTPFileIsADirectory,
-    SFTPInvalidFilename,
     SFTPName,
-    SFTPNoSpaceOnFilesystem,
     SFTPNoSuchFile,
-    SFTPNotADirectory,
     SFTPPermissionDenied,
-    SFTPQuotaExceeded,
 )
 
 from hostplane.agent.disk import DiskUsage, Quota
 from hostplane.agent.files.confine import ServerRoot
 from hostplane.agent.files.errors import (
-    AlreadyExists,
     DiskLimitExceeded,
     FileError,
-    FileNotFound,
-    InvalidPath,
-    IsADirectory,
-    NotADirectory,
 )
 from hostplane.agent.sftp.authorizer import SftpGrant
+from hostplane.agent.sftp.handles import (
+    OpenFile,
+    apply_attrs,
+    handle_of,
+    mode_of,
+    sftp_errors,
+    virtual_path,
+)
 from hostplane.protocol import SftpAction
 
 READ = ("file.read",)
@@ -96,110 +92,6 @@ _DEFAULT_FILE_MODE = 0o644
 _DEFAULT_DIR_MODE = 0o755
 
 T = TypeVar("T")
-
-
-def virtual_path(path: bytes) -> str:
-    """The user's canonical path: absolute, with ``.`` and ``..`` folded (never above ``/``)."""
-    return posixpath.normpath(posixpath.join("/", os.fsdecode(path)))
-
-
-def _from_os_error(exc: OSError, user: str) -> SFTPError:
-    # str(exc) may name the host folder; only the errno's text goes out.
-    reason = os.strerror(exc.errno) if exc.errno else "the operation failed"
-    code = exc.errno
-    if code == errno.ENOENT:
-        return SFTPNoSuchFile(f"{user} does not exist")
-    if code == errno.EEXIST:
-        return SFTPFileAlreadyExists(f"{user} already exists")
-    if code == errno.ENOTEMPTY:
-        return SFTPDirNotEmpty(f"{user} is not empty")
-    if code == errno.ENOTDIR:
-        return SFTPNotADirectory(f"{user}: a part of this path is not a folder")
-    if code == errno.EISDIR:
-        return SFTPFileIsADirectory(f"{user} is a folder")
-    if code == errno.ELOOP:
-        return SFTPPermissionDenied(f"{user} is a symbolic link and is not followed here")
-    if code in (errno.EACCES, errno.EPERM):
-        return SFTPPermissionDenied(f"{user}: {reason}")
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return SFTPNoSpaceOnFilesystem(f"{user}: {reason}")
-    if code == errno.ENAMETOOLONG:
-        return SFTPInvalidFilename(f"{user}: {reason}")
-    return SFTPFailure(f"{user}: {reason}")
-
-
-def _from_file_error(exc: FileError) -> SFTPError:
-    text = str(exc)
-    if isinstance(exc, DiskLimitExceeded):
-        return SFTPQuotaExceeded(f"disk quota exceeded: {text}")
-    if isinstance(exc, FileNotFound):
-        return SFTPNoSuchFile(text)
-    if isinstance(exc, AlreadyExists):
-        return SFTPFileAlreadyExists(text)
-    if isinstance(exc, NotADirectory):
-        return SFTPNotADirectory(text)
-    if isinstance(exc, IsADirectory):
-        return SFTPFileIsADirectory(text)
-    if isinstance(exc, InvalidPath):
-        # Mostly a link that leads outside the folder: not the user's to see.
-        return SFTPPermissionDenied(text)
-    return SFTPFailure(text)
-
-
-@contextlib.contextmanager
-def sftp_errors(user: str) -> Iterator[None]:
-    """Re-raise the block's failures as SFTP errors that speak of ``user`` only."""
-    try:
-        yield
-    except SFTPError:
-        raise
-    except FileError as exc:
-        raise _from_file_error(exc) from None
-    except OSError as exc:
-        raise _from_os_error(exc, user) from None
-
-
-def _mode(attrs: SFTPAttrs, default: int) -> int:
-    # Permission bits only: no set-user-id, set-group-id or sticky files here.
-    return default if attrs.permissions is None else attrs.permissions & 0o777
-
-
-class OpenFile:
-    """An SFTP handle: a descriptor opened through the confinement, and how."""
-
-    __slots__ = (
-        "append",
-        "closed",
-        "created",
-        "fd",
-        "path",
-        "readable",
-        "refused",
-        "writable",
-        "written",
-    )
-
-    def __init__(
-        self,
-        fd: int,
-        path: str,
-        *,
-        readable: bool,
-        writable: bool,
-        created: bool = False,
-        append: bool = False,
-    ) -> None:
-        self.fd = fd
-        self.path = path
-        self.readable = readable
-        self.writable = writable
-        self.created = created
-        """This open made the file (it did not exist before)."""
-        self.append = append
-        self.refused = False
-        """A write was refused for the disk allocation."""
-        self.closed = False
-        self.written = 0
 
 
 class ConfinedSFTPServer(asyncssh.SFTPServer):
@@ -306,7 +198,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             exclusive=bool(pflags & FXF_EXCL),
             truncate=bool(pflags & FXF_TRUNC),
             append=bool(pflags & FXF_APPEND),
-            mode=_mode(attrs, _DEFAULT_FILE_MODE),
+            mode=mode_of(attrs, _DEFAULT_FILE_MODE),
         )
 
     async def open56(
@@ -323,7 +215,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             exclusive=disposition == FXF_CREATE_NEW,
             truncate=disposition in (FXF_CREATE_TRUNCATE, FXF_TRUNCATE_EXISTING),
             append=append,
-            mode=_mode(attrs, _DEFAULT_FILE_MODE),
+            mode=mode_of(attrs, _DEFAULT_FILE_MODE),
         )
 
     async def _open(
@@ -383,8 +275,14 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                     flags |= os.O_APPEND
                 fd = os.open(name, flags, mode, dir_fd=parent)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode):
                     raise SFTPPermissionDenied(f"{user} is not a regular file")
+                owner = self._root.owner
+                if info is None and owner is not None and opened.st_nlink == 1:
+                    # New files belong to the server's uid at once: it runs on
+                    # and must be able to change what was uploaded.
+                    os.fchown(fd, *owner)
                 os.set_blocking(fd, True)
             except BaseException:
                 os.close(fd)
@@ -400,13 +298,13 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
     # -- open files -------------------------------------------------------
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         if not handle.readable:
             raise SFTPPermissionDenied(f"{handle.path} was not opened for reading")
         return await self._run(handle.path, lambda: os.pread(handle.fd, size, offset))
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         if not handle.writable:
             raise SFTPPermissionDenied(f"{handle.path} was not opened for writing")
         self._ensure_idle()
@@ -433,7 +331,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
         return written
 
     def close(self, file_obj: object) -> None:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         if not handle.closed:
             handle.closed = True
             if handle.refused and handle.created:
@@ -454,20 +352,20 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
                     self._freed(own.st_size)
 
     async def fstat(self, file_obj: object) -> os.stat_result:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         return await self._run(handle.path, lambda: os.fstat(handle.fd))
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         self._require(UPDATE, "change", handle.path)
-        await self._run(handle.path, lambda: _apply(handle.fd, handle.path, attrs))
+        await self._run(handle.path, lambda: apply_attrs(handle.fd, handle.path, attrs))
 
     async def fsync(self, file_obj: object) -> None:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         await self._run(handle.path, lambda: os.fsync(handle.fd))
 
     async def fstatvfs(self, file_obj: object) -> os.statvfs_result:
-        handle = _handle(file_obj)
+        handle = handle_of(file_obj)
         return await self._run(handle.path, lambda: os.fstatvfs(handle.fd))
 
     # -- paths ------------------------------------------------------------
@@ -527,7 +425,9 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             if self._root.is_root(host):
                 raise SFTPFileAlreadyExists(f"{user} already exists")
             with self._root.open_parent(host) as (parent, name):
-                os.mkdir(name, _mode(attrs, _DEFAULT_DIR_MODE), dir_fd=parent)
+                os.mkdir(name, mode_of(attrs, _DEFAULT_DIR_MODE), dir_fd=parent)
+                if self._root.owner is not None:
+                    os.chown(name, *self._root.owner, dir_fd=parent, follow_symlinks=False)
 
         await self._run(user, work)
         self._activity("mkdir", user, None)
@@ -614,7 +514,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             host = root.resolve(user, must_exist=True, follow_symlinks=follow_symlinks)
             if root.is_root(host):
                 with root.open_dir(host) as fd:
-                    _apply(fd, user, attrs)
+                    apply_attrs(fd, user, attrs)
                 return
             # Write access only to change the size; a link here (planted, or
             # named by lsetstat) fails with ELOOP: links keep their attributes.
@@ -622,7 +522,7 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
             with root.open_parent(host) as (parent, name):
                 fd = os.open(name, _OPEN_FLAGS | access, dir_fd=parent)
             try:
-                _apply(fd, user, attrs)
+                apply_attrs(fd, user, attrs)
             finally:
                 os.close(fd)
 
@@ -651,29 +551,3 @@ class ConfinedSFTPServer(asyncssh.SFTPServer):
 
     async def statvfs(self, path: bytes) -> os.statvfs_result:
         return await self._run("/", lambda: os.statvfs(self._root.path))
-
-
-def _handle(file_obj: object) -> OpenFile:
-    if not isinstance(file_obj, OpenFile):  # pragma: no cover - asyncssh passes ours back
-        raise SFTPFailure("Invalid handle")
-    return file_obj
-
-
-def _apply(fd: int, user: str, attrs: SFTPAttrs) -> None:
-    """Set what ``attrs`` holds on an open descriptor.
-
-    Ownership (uid, gid, owner, group) is left alone: files belong to the
-    node's account for the server, and handing them to another is not the
-    user's to do.
-    """
-    info = os.fstat(fd)
-    if attrs.size is not None:
-        if not stat.S_ISREG(info.st_mode):
-            raise SFTPFailure(f"{user}: only a file has a size to change")
-        os.ftruncate(fd, attrs.size)
-    if attrs.permissions is not None:
-        os.fchmod(fd, attrs.permissions & 0o777)
-    if attrs.atime is not None or attrs.mtime is not None:
-        atime = info.st_atime if attrs.atime is None else attrs.atime
-        mtime = info.st_mtime if attrs.mtime is None else attrs.mtime
-        os.utime(fd, (atime, mtime))

@@ -105,8 +105,10 @@ class SftpService:
         busy: Callable[[str], str | None] = lambda server_id: None,
         report: Callable[[SftpActivity], None] = lambda activity: None,
         disk: DiskUsage | None = None,
+        file_owner: Callable[[str], tuple[int, int] | None] = lambda server_id: None,
     ) -> None:
         self.settings = settings
+        self._file_owner = file_owner
         self._disk = disk
         self._busy = busy
         self._report = report
@@ -161,7 +163,7 @@ class SftpService:
         server_id = grant.server_id
         return ConfinedSFTPServer(
             chan,
-            ServerRoot(self._server_dir(server_id)),
+            ServerRoot(self._server_dir(server_id), owner=self._file_owner(server_id)),
             grant,
             busy=lambda: self._busy(server_id),
             disk=self._disk,

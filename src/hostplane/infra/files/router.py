@@ -10,16 +10,12 @@ same way back. Neither is ever held whole in memory.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from hostplane.core.context import RequestContext
 from hostplane.core.errors import Unauthorized, ValidationFailed
@@ -30,6 +26,8 @@ from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
 from hostplane.infra.files import links, service
 from hostplane.infra.files.links import LinkClaims
+from hostplane.infra.files.multipart import MultipartStream
+from hostplane.infra.files.requests import check_path
 from hostplane.infra.files.schemas import (
     ChmodBody,
     ChmodResult,
@@ -53,7 +51,7 @@ from hostplane.infra.files.schemas import (
 )
 
 if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks
+    pass
 
 router = APIRouter(prefix="/api/servers/{server_id}/files", tags=["files"])
 
@@ -65,8 +63,6 @@ TokenQuery = Annotated[
 # Room for the form's boundaries, part headers and the ``path`` field on top of
 # the file bytes before the body as a whole is refused.
 _FORM_OVERHEAD = 64 * 1024
-_FIELD_MAX_BYTES = 8 * 1024
-_MAX_PARTS = 100
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -223,7 +219,7 @@ async def download(
         )
         return await _stream(runtime, target, bound, claims)
     target = await _target(request, runtime, principal, server_id, service.READ)
-    file_path = service.check_path(path)
+    file_path = check_path(path)
     if mode == "url":
         await service.ensure_file(runtime, target, file_path)
         link, expires_at = service.issue_link(runtime, target, file_path, purpose="download")
@@ -247,135 +243,10 @@ async def upload_link(
     signed upload URL; ``file.write`` or ``file.create``). It works once, for five minutes,
     without ``Authorization``; the folder is the one signed into it."""
     target = await _target(request, runtime, principal, server_id, service.CREATE, change=True)
-    folder = service.check_path(path, default="/")
+    folder = check_path(path, default="/")
     link, expires_at = service.issue_link(runtime, target, folder, purpose="upload")
     url = _link_url(request, runtime, {"path": folder, "token": link})
     return ok(FileLink(url=url, expires_at=expires_at))
-
-
-@dataclass
-class _Part:
-    name: str
-    filename: str | None
-
-
-class _MultipartStream:
-    """``multipart/form-data`` parsed as the body arrives.
-
-    The parser's callbacks only queue events; the caller pulls them, so file
-    bytes move on at the pace the node accepts them and at most one body
-    chunk's worth is held at a time.
-    """
-
-    def __init__(
-        self, content_type: str, body: AsyncIterator[bytes], limit: int, max_upload: int
-    ) -> None:
-        self._max_upload = max_upload
-        kind, options = parse_options_header(content_type)
-        boundary = options.get(b"boundary")
-        if kind != b"multipart/form-data" or not boundary:
-            raise ValidationFailed(
-                "Send the upload as multipart/form-data", details={"field": "file"}
-            )
-        self._body = body
-        self._limit = limit
-        self._received = 0
-        self._events: deque[tuple[str, bytes]] = deque()
-        self._headers: dict[bytes, bytes] = {}
-        self._field = b""
-        self._value = b""
-        self._finished = False
-        self._in_part = False
-        self.parts = 0
-        callbacks: MultipartCallbacks = {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-        self._parser = MultipartParser(boundary, callbacks)
-
-    def _part_begin(self) -> None:
-        self._headers = {}
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        self._headers[self._field.lower()] = self._value
-        self._field = self._value = b""
-
-    def _headers_finished(self) -> None:
-        self._events.append(("part", self._headers.get(b"content-disposition", b"")))
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        self._events.append(("data", data[start:end]))
-
-    def _part_end(self) -> None:
-        self._events.append(("end", b""))
-
-    async def _next_event(self) -> tuple[str, bytes] | None:
-        while not self._events:
-            if self._finished:
-                return None
-            chunk = await anext(self._body, b"")
-            if not chunk:
-                self._finished = True
-                self._parser.finalize()
-                continue
-            self._received += len(chunk)
-            if self._received > self._limit:
-                raise service.PayloadTooLarge(f"Uploads are limited to {self._max_upload} bytes")
-            try:
-                self._parser.write(chunk)
-            except MultipartParseError as exc:
-                raise ValidationFailed("The multipart body is malformed") from exc
-        return self._events.popleft()
-
-    async def next_part(self) -> _Part | None:
-        """The next part's name and file name; skips what is left of the current one."""
-        while (event := await self._next_event()) is not None:
-            kind, value = event
-            if kind != "part":
-                continue
-            self.parts += 1
-            if self.parts > _MAX_PARTS:
-                raise ValidationFailed("The form has too many parts")
-            _disposition_kind, options = parse_options_header(value)
-            name = options.get(b"name", b"").decode("utf-8", "replace")
-            raw_filename = options.get(b"filename")
-            filename = None
-            if raw_filename is not None:
-                # Some browsers send the client's full path; only the name is meant.
-                text = raw_filename.decode("utf-8", "replace")
-                filename = text.replace("\\", "/").rsplit("/", 1)[-1]
-            return _Part(name=name, filename=filename)
-        return None
-
-    async def data(self) -> AsyncIterator[bytes]:
-        """The current part's bytes, as they arrive."""
-        while (event := await self._next_event()) is not None:
-            kind, value = event
-            if kind == "data":
-                if value:
-                    yield value
-            elif kind == "end":
-                return
-        raise ValidationFailed("The multipart body ended inside a part")
-
-    async def text(self, field: str) -> str:
-        value = bytearray()
-        async for chunk in self.data():
-            value += chunk
-            if len(value) > _FIELD_MAX_BYTES:
-                raise ValidationFailed(f"{field} is too long", details={"field": field})
-        return value.decode("utf-8", "replace")
 
 
 @router.post("/upload", response_model=Envelope[UploadResult], openapi_extra=_UPLOAD_BODY)
@@ -398,13 +269,13 @@ async def upload(
         directory: str | None = bound
     else:
         target = await _target(request, runtime, principal, server_id, service.CREATE, change=True)
-        directory = service.check_path(path, default="/") if path is not None else None
+        directory = check_path(path, default="/") if path is not None else None
     declared = request.headers.get("content-length")
     max_upload = runtime.settings.files.upload_max_bytes
     limit = max_upload + _FORM_OVERHEAD
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise service.PayloadTooLarge(f"Uploads are limited to {max_upload} bytes")
-    form = _MultipartStream(
+    form = MultipartStream(
         request.headers.get("content-type", ""), request.stream(), limit, max_upload
     )
     uploaded: list[UploadedFile] = []
@@ -412,7 +283,7 @@ async def upload(
         if part.filename is None:
             value = await form.text(part.name)
             if part.name == "path" and token is None and path is None:
-                directory = service.check_path(value, default="/")
+                directory = check_path(value, default="/")
             continue
         if directory is None:
             raise ValidationFailed(
@@ -474,7 +345,7 @@ async def delete_file(
 ) -> Envelope[DeleteResult]:
     """Catalyst: delete a file, or a folder with everything in it (``file.delete``)."""
     target = await _target(request, runtime, principal, server_id, service.DELETE, change=True)
-    deleted = await service.delete(runtime, target, [service.check_path(path)])
+    deleted = await service.delete(runtime, target, [check_path(path)])
     return ok(DeleteResult(message="File deleted successfully", deleted=deleted))
 
 

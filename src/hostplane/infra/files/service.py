@@ -45,6 +45,15 @@ from hostplane.core.principal import Principal
 from hostplane.core.runtime import Runtime
 from hostplane.infra.files import links
 from hostplane.infra.files.links import LinkPurpose
+from hostplane.infra.files.requests import (
+    check_name,
+    check_path,
+    check_url,
+    invalid,
+    join,
+    parent,
+    parse_mode,
+)
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.nodes.rpc import CALL_TIMEOUT, AgentFailed, AgentRpc, Download
 from hostplane.infra.servers import lifecycle
@@ -77,9 +86,6 @@ ANSWER: Final = CALL_TIMEOUT
 LONG_ANSWER: Final = 15 * 60.0
 
 # The agent's own bounds (hostplane.agent.files.confine), checked here too.
-MAX_PATH_BYTES: Final = 4096
-MAX_NAME_BYTES: Final = 255
-MAX_URL_LENGTH: Final = 2048
 
 READ: Final = ("file.read",)
 READ_CONTENT: Final = ("file.read-content", "file.read")
@@ -113,80 +119,6 @@ class FileTarget:
 
 
 # --- input checks -----------------------------------------------------------------------------
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details={"field": field})
-
-
-def check_path(value: str | None, *, field: str = "path", default: str | None = None) -> str:
-    """``value`` if it can name something in the server's folder (400 otherwise).
-
-    A leading slash means the server's folder; ``..`` is never needed there
-    and is refused, as are NUL bytes and paths beyond the agent's bounds.
-    """
-    if value is None or value == "":
-        if default is not None:
-            return default
-        raise _invalid(field, f"{field} is required")
-    if "\x00" in value:
-        raise _invalid(field, f"{field} cannot contain a NUL byte")
-    try:
-        encoded = value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _invalid(field, f"{field} is not valid text") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise _invalid(field, f"{field} is longer than {MAX_PATH_BYTES} bytes")
-    for part in value.split("/"):
-        if part == "..":
-            raise _invalid(field, f"{field} cannot contain '..'")
-        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
-            raise _invalid(field, f"a name in {field} is longer than {MAX_NAME_BYTES} bytes")
-    return value
-
-
-def check_name(value: str | None, *, field: str) -> str:
-    """One plain file name: no slash, not ``.`` or ``..``."""
-    name = check_path(value, field=field)
-    if "/" in name or name in (".", ".."):
-        raise _invalid(field, f"{field} must be a plain file name")
-    return name
-
-
-def parse_mode(value: int | str) -> int:
-    """``"0755"``, ``"755"``, ``"0o755"`` or ``493`` as permission bits (0 to 0777)."""
-    if isinstance(value, str):
-        text = value.strip().lower().removeprefix("0o")
-        if not text or len(text) > 4 or any(c not in "01234567" for c in text):
-            raise _invalid("mode", "mode must be octal permission bits such as 0755")
-        value = int(text, 8)
-    if not 0 <= value <= 0o777:
-        raise _invalid("mode", "mode must be between 0 and 0777")
-    return value
-
-
-def check_url(value: str) -> str:
-    """An http(s) URL the node may fetch; which hosts it may reach is the agent's call."""
-    if len(value) > MAX_URL_LENGTH or any(ord(c) < 0x21 for c in value):
-        raise _invalid("url", "url is not a valid URL")
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise _invalid("url", "url is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid("url", "url must be an http or https URL")
-    return value
-
-
-def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name
-
-
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] or "/"
-
-
-# --- who may act where ------------------------------------------------------------------------
 
 
 async def open_target(
@@ -404,7 +336,7 @@ async def create(
     new_path = check_path(path)
     if is_directory:
         if content is not None:
-            raise _invalid("content", "a directory has no content")
+            raise invalid("content", "a directory has no content")
         made = await _rpc(runtime, target).call(
             target.node_id,
             FileMkdir(
@@ -453,7 +385,7 @@ async def upload(
     folder = check_path(directory, default="/")
     name = check_name(filename, field="filename")
     limit = runtime.settings.files.upload_max_bytes
-    written = await _write(runtime, target, _join(folder, name), _limited(chunks, limit), limit)
+    written = await _write(runtime, target, join(folder, name), _limited(chunks, limit), limit)
     await _audit(
         runtime, target, "file.upload", {"path": written.get("path"), "size": written.get("size")}
     )
@@ -463,7 +395,7 @@ async def upload(
 async def delete(runtime: Runtime, target: FileTarget, paths: list[str]) -> int:
     """Delete files and whole folders (recursive); how many paths were deleted."""
     if not paths:
-        raise _invalid("paths", "paths must name at least one file")
+        raise invalid("paths", "paths must name at least one file")
     checked = [check_path(p, field="paths") for p in paths]
     result = await _rpc(runtime, target).call(
         target.node_id,
@@ -537,7 +469,7 @@ async def compress(
     destination: str,
 ) -> str:
     if not paths:
-        raise _invalid("paths", "paths must name at least one file or folder")
+        raise invalid("paths", "paths must name at least one file or folder")
     checked = [check_path(p, field="paths") for p in paths]
     name = (
         check_name(archive_name, field="archiveName")
@@ -565,7 +497,7 @@ async def decompress(
     runtime: Runtime, target: FileTarget, archive_path: str, target_path: str | None
 ) -> dict[str, Any]:
     archive = check_path(archive_path, field="archivePath")
-    into = check_path(target_path, field="targetPath", default=_parent(archive))
+    into = check_path(target_path, field="targetPath", default=parent(archive))
     result = dict(
         await _rpc(runtime, target).call(
             target.node_id,

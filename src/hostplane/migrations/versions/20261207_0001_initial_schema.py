@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 20:40:16.754341
+Create Date: 2026-12-07 21:24:38.925216
 """
 
 from collections.abc import Sequence
@@ -894,6 +894,59 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "scheduled_tasks",
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("owner_id", sa.String(length=26), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column(
+            "payload",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("schedule", sa.String(length=120), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("only_when_online", sa.Boolean(), nullable=False),
+        sa.Column("catch_up", sa.String(length=16), nullable=False),
+        sa.Column(
+            "steps",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("last_run_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_run_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("run_count", sa.Integer(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_scheduled_tasks_server_id_servers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_scheduled_tasks_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_scheduled_tasks")),
+    )
+    with op.batch_alter_table("scheduled_tasks", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_scheduled_tasks_enabled_next_run_at", ["enabled", "next_run_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_tasks_server_id"), ["server_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_tasks_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "server_allocations",
         sa.Column("server_id", sa.String(length=26), nullable=False),
         sa.Column("node_id", sa.String(length=26), nullable=False),
@@ -1025,8 +1078,67 @@ def upgrade() -> None:
             batch_op.f("ix_server_transfers_tenant_id"), ["tenant_id"], unique=False
         )
 
+    op.create_table(
+        "scheduled_task_runs",
+        sa.Column("task_id", sa.String(length=26), nullable=False),
+        sa.Column("server_id", sa.String(length=26), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column(
+            "scheduled_for", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("started_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "deadline_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "steps",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("job_id", sa.String(length=26), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["scheduled_tasks.id"],
+            name=op.f("fk_scheduled_task_runs_task_id_scheduled_tasks"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_scheduled_task_runs_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_scheduled_task_runs")),
+        sa.UniqueConstraint(
+            "task_id", "scheduled_for", name=op.f("uq_scheduled_task_runs_task_id_scheduled_for")
+        ),
+    )
+    with op.batch_alter_table("scheduled_task_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_scheduled_task_runs_status_deadline_at", ["status", "deadline_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_task_runs_task_id"), ["task_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_scheduled_task_runs_tenant_id"), ["tenant_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("scheduled_task_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_scheduled_task_runs_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_scheduled_task_runs_task_id"))
+        batch_op.drop_index("ix_scheduled_task_runs_status_deadline_at")
+
+    op.drop_table("scheduled_task_runs")
     with op.batch_alter_table("server_transfers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_server_transfers_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_server_transfers_server_id"))
@@ -1043,6 +1155,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_server_allocations_server_id"))
 
     op.drop_table("server_allocations")
+    with op.batch_alter_table("scheduled_tasks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_scheduled_tasks_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_scheduled_tasks_server_id"))
+        batch_op.drop_index("ix_scheduled_tasks_enabled_next_run_at")
+
+    op.drop_table("scheduled_tasks")
     with op.batch_alter_table("file_link_uses", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_file_link_uses_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_file_link_uses_server_id"))

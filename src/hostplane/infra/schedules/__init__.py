@@ -1,0 +1,1 @@
+"""Scheduled tasks: cron-timed power actions, commands and backups on a server."""
