@@ -87,6 +87,15 @@ CASES: list[Case] = [
     case("POST", "/api/webhooks/{webhook_id}/test", owner=403, other_user=403, api_key=403, admin=202, foreign=404),
     case("GET", "/api/system/health", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("GET", "/api/system/events", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    # platform: operator routes (the configuration is the platform tenant's to change)
+    case("GET", "/api/admin/stats", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/admin/health", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("GET", "/api/admin/config", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_access=200),
+    case("PATCH", "/api/admin/config", body={"maintenance": {"enabled": False}}, owner=403, other_user=403, api_key=403, admin=403, foreign=403, admin_access=200),
+    case("GET", "/api/v1/settings/system/config", anonymous=200, owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/admin/servers", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    case("POST", "/api/admin/servers/{fresh_server_id}/suspend", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
+    case("DELETE", "/api/admin/servers/{fresh_server_id}", owner=403, other_user=403, api_key=403, admin=202, foreign=404, admin_access=202),
     # infra: locations, nodes and templates (operators; templates readable by everyone)
     case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),

@@ -42,9 +42,13 @@ from hostplane.infra.locations.router import router as locations_router
 from hostplane.infra.nodes.router import router as nodes_router
 from hostplane.infra.schedules.router import router as schedules_router
 from hostplane.infra.schedules.scheduler import Scheduler
+from hostplane.infra.servers.admin_routes import router as admin_servers_router
 from hostplane.infra.servers.router import router as servers_router
 from hostplane.infra.templates.router import router as templates_router
 from hostplane.infra.transfers.router import router as transfers_router
+from hostplane.platform.admin.live import ConfigFollower
+from hostplane.platform.admin.maintenance import enforce_maintenance
+from hostplane.platform.admin.router import router as admin_router
 from hostplane.platform.audit.hooks import install_audit
 from hostplane.platform.audit.router import router as audit_router
 from hostplane.platform.health.router import router as health_router
@@ -73,6 +77,8 @@ API_ROUTERS: list[APIRouter] = [
     files_router,
     backups_router,
     transfers_router,
+    admin_router,
+    admin_servers_router,
     schedules_router,
     database_hosts_router,
     databases_router,
@@ -121,6 +127,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.bus.start()
         await warm_key_ring(runtime)
+        config_follower = ConfigFollower(runtime)
+        await config_follower.start()
         stop = asyncio.Event()
         worker_tasks = [
             asyncio.create_task(Worker(runtime).run(stop), name=f"jobs-worker-{n}")
@@ -135,6 +143,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
             yield
         finally:
             stop.set()
+            await config_follower.close()
             for task in worker_tasks:
                 with contextlib.suppress(Exception):
                     await task
@@ -150,7 +159,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
-        dependencies=[Depends(enforce_rate_limit)],
+        # Maintenance after the rate limit: a refused caller is still counted.
+        dependencies=[Depends(enforce_rate_limit), Depends(enforce_maintenance)],
     )
     app.state.runtime = runtime
     install_error_handlers(app)

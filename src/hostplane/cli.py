@@ -135,6 +135,7 @@ def worker(
     async def work() -> None:
         from hostplane.app import build_runtime
         from hostplane.infra.schedules.scheduler import Scheduler
+        from hostplane.platform.admin.live import ConfigFollower
         from hostplane.platform.jobs.worker import Worker
 
         runtime = build_runtime(settings)
@@ -143,12 +144,16 @@ def worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await runtime.bus.start()
+        # Jobs read the runtime configuration too (limits, prices): follow its changes.
+        config_follower = ConfigFollower(runtime)
+        await config_follower.start()
         try:
             loops = [Worker(runtime, concurrency=concurrency).run(stop)]
             if settings.schedules.enabled:
                 loops.append(Scheduler(runtime).run(stop))
             await asyncio.gather(*loops)
         finally:
+            await config_follower.close()
             await runtime.bus.close()
             await runtime.engine.dispose()
 

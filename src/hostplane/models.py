@@ -23,6 +23,7 @@ from hostplane.infra.schedules.models import ScheduledTask, TaskRun  # noqa: F40
 from hostplane.infra.servers.models import Server, ServerAllocation, ServerLog  # noqa: F401 - registers the tables
 from hostplane.infra.templates.models import Template  # noqa: F401 - registers the table
 from hostplane.infra.transfers.models import ServerTransfer  # noqa: F401 - registers the table
+from hostplane.platform.admin.models import PlatformConfig  # noqa: F401 - registers the table
 from hostplane.platform.audit.models import (  # noqa: F401 - registers the tables
     AuditChainHead,
     AuditCheckpoint,

@@ -216,6 +216,13 @@ class RateLimiter:
         self._storage = storage
         self._strategy = MovingWindowRateLimiter(storage)
 
+    def configure(self, *, auth: str, default: str) -> None:
+        """Change the auth and default limits of a running limiter (the runtime configuration).
+
+        Counters are kept: a lower limit refuses a caller who already spent it.
+        """
+        self.limits = {**self.limits, "auth": parse(auth), "default": parse(default)}
+
     async def hit(self, group: RouteGroup, key: str) -> RateLimitResult | None:
         """Count one request of ``key`` in ``group``.
 

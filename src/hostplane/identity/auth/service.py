@@ -31,6 +31,7 @@ from hostplane.identity.tenants.models import Tenant
 from hostplane.identity.tenants.service import DEFAULT_TENANT_SLUG
 from hostplane.identity.users.models import User
 from hostplane.identity.users.service import create_user, normalise_email
+from hostplane.platform.admin import live as live_config
 from hostplane.platform.audit import service as audit
 
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -108,7 +109,8 @@ async def register(
     user_agent: str | None,
 ) -> tuple[User, TokenPair]:
     """A new customer account, logged in at once."""
-    if not runtime.settings.identity.registration_open:
+    # The runtime configuration (an operator may close sign-up without a restart).
+    if not live_config.current(runtime).registration.open:
         raise RegistrationClosed("Registration is closed; ask an administrator for an account")
     tenant = await tenant_for_login(session, tenant_slug)
     user = await create_user(

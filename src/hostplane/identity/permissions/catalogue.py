@@ -123,6 +123,12 @@ _CATALOGUE: tuple[Permission, ...] = (
         Q,
         A,
     ),
+    _global(
+        "platform.read",
+        "Read the system statistics and the detailed health of the fleet "
+        "(/api/admin/stats, /api/admin/health).",
+        C,
+    ),
     _global("audit.read", "Read the audit log of the tenant.", M, C, A),
     _global("job.read", "Read background jobs (provisioning, deliveries, renewals).", M),
     _global("job.retry", "Retry a failed background job.", M),
@@ -358,6 +364,7 @@ _ADMIN_READ = frozenset(
         "job.read",
         "system.read",  # GET /api/system/health, /api/system/events
         "role.read",  # GET /api/admin/roles, a user's roles
+        "platform.read",  # GET /api/admin/stats, /api/admin/health
     }
 )
 _ADMIN_WRITE = frozenset(

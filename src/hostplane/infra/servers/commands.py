@@ -296,11 +296,13 @@ async def suspend(
     return server
 
 
-async def delete(runtime: Runtime, context: RequestContext, server_id: str) -> bool:
+async def delete(
+    runtime: Runtime, context: RequestContext, server_id: str, *, force: bool = False
+) -> bool:
     """Delete the server; ``True`` when its node has removed it already, ``False``
     when the removal waits for the node (sent when its agent reconnects)."""
     async with _decision(runtime, context) as session:
-        pending = await service.delete_server(session, context.principal, server_id)
+        pending = await service.delete_server(session, context.principal, server_id, force=force)
         node = await nodes.get_node(session, pending.node_id)
         online = nodes.is_online(node)
     if not online:

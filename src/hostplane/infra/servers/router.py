@@ -50,6 +50,7 @@ from hostplane.infra.servers.schemas import (
     SuspensionOut,
     TemplateRef,
 )
+from hostplane.platform.admin import live as live_config
 
 router = APIRouter(prefix="/api/servers", tags=["servers"])
 
@@ -147,11 +148,20 @@ async def list_servers(
 
 @router.post("", response_model=Envelope[ServerDetail], status_code=201)
 async def create_server(
-    body: ServerCreate, session: SessionDep, principal: ServerCreator
+    body: ServerCreate, session: SessionDep, runtime: RuntimeDep, principal: ServerCreator
 ) -> Envelope[ServerDetail]:
-    """Place a server on a node (status ``stopped``). 400 for missing template variables or
-    a node without room, 404 for an unknown template or node, 409 for a taken port."""
+    """Place a server on a node (status ``stopped``); resources left out are the runtime
+    configuration's ``defaultLimits``. 400 for missing template variables or a node
+    without room, 404 for an unknown template or node, 409 for a taken port."""
     values = body.model_dump(by_alias=False, exclude={"location_id"})
+    limits = live_config.current(runtime).default_limits
+    for name, default in (
+        ("allocated_memory_mb", limits.memory_mb),
+        ("allocated_cpu_cores", limits.cpu_cores),
+        ("allocated_disk_mb", limits.disk_mb),
+    ):
+        if values[name] is None:
+            values[name] = default
     server = await service.create_server(session, principal, **values)
     return ok(await _detail(session, principal, server))
 

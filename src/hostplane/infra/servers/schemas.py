@@ -100,9 +100,10 @@ class ServerCreate(ApiInput):
         default=None, description="Accepted for Catalyst; the node decides."
     )
     owner_id: str | None = Field(default=None, description="Defaults to the caller.")
-    allocated_memory_mb: int = Field(gt=0)
-    allocated_cpu_cores: float = Field(gt=0)
-    allocated_disk_mb: int = Field(gt=0)
+    # Left out: the runtime configuration's ``defaultLimits``.
+    allocated_memory_mb: int | None = Field(default=None, gt=0)
+    allocated_cpu_cores: float | None = Field(default=None, gt=0)
+    allocated_disk_mb: int | None = Field(default=None, gt=0)
     primary_port: int | None = Field(default=None, ge=1, le=65535)
     port_bindings: dict[int, int] | None = Field(
         default=None, description='Container port to host port, e.g. {"25565": 25565}.'

@@ -526,7 +526,7 @@ class PlannedCommand:
 
 
 async def delete_server(
-    session: AsyncSession, principal: Principal, server_id: str
+    session: AsyncSession, principal: Principal, server_id: str, *, force: bool = False
 ) -> PendingServerDelete:
     """Delete a stopped server, its ports, grants and logs; the agent removes its files.
 
@@ -534,12 +534,12 @@ async def delete_server(
     who remove them without unsuspending first. The removal on the node is
     remembered (:class:`PendingServerDelete`) in the same transaction, so it
     happens even when the node is offline now: it is sent when the agent
-    reconnects.
+    reconnects. ``force`` (operators) deletes a server in any state: the agent kills it.
     """
     server = await load_for(session, principal, server_id, ("server.delete",), for_update=True)
     if server.status == "suspended" and not principal.has("server.delete"):
         lifecycle.ensure_not_suspended(server.status)
-    if server.status != "suspended":
+    if server.status != "suspended" and not force:
         lifecycle.ensure_off(server.status, action="delete it", allowed=lifecycle.DELETABLE)
     for grant in await access.grants_on(session, resource_type="server", resource_id=server.id):
         await session.delete(grant)

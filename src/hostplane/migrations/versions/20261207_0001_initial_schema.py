@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 21:30:41.890598
+Create Date: 2026-12-07 21:34:18.406313
 """
 
 from collections.abc import Sequence
@@ -30,6 +30,19 @@ def upgrade() -> None:
             "last_seen_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_workers")),
+    )
+    op.create_table(
+        "platform_config",
+        sa.Column("key", sa.String(length=32), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column(
+            "overrides",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_by_user_id", sa.String(length=26), nullable=True),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_platform_config")),
     )
     op.create_table(
         "signing_keys",
@@ -1555,4 +1568,5 @@ def downgrade() -> None:
     op.drop_table("audit_chain_heads")
     op.drop_table("tenants")
     op.drop_table("signing_keys")
+    op.drop_table("platform_config")
     op.drop_table("job_workers")

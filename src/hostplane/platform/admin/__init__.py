@@ -1,0 +1,1 @@
+"""Operator routes: statistics, detailed health, runtime configuration and maintenance mode."""
