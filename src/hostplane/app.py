@@ -34,6 +34,7 @@ from hostplane.identity.permissions.router import router as permissions_router
 from hostplane.identity.roles.router import router as roles_router
 from hostplane.identity.tenants.router import router as tenants_router
 from hostplane.identity.users.router import router as users_router
+from hostplane.infra.alerts.router import router as alerts_router
 from hostplane.infra.backups.router import router as backups_router
 from hostplane.infra.files.router import router as files_router
 from hostplane.infra.locations.router import router as locations_router
@@ -69,6 +70,7 @@ API_ROUTERS: list[APIRouter] = [
     files_router,
     backups_router,
     transfers_router,
+    alerts_router,
     webhooks_router,
     system_router,
 ]
