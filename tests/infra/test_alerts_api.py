@@ -134,6 +134,8 @@ async def test_users_see_the_alerts_of_servers_they_may_read(
     assert await ids(fleet.admin.headers, "?type=node_offline") == {node_alert.id}
     assert await ids(fleet.admin.headers, "?severity=critical") == {node_alert.id}
     assert await ids(fleet.admin.headers, "?resolved=true") == set()
+    paged = await client.get("/api/alerts?limit=2&page=2", headers=fleet.admin.headers)
+    assert len(paged.json()["data"]) == 1 and paged.json()["pagination"]["total"] == 3
 
     shown = await client.get(f"/api/alerts/{mine.id}", headers=fleet.owner.headers)
     assert shown.status_code == 200

@@ -156,7 +156,9 @@ class BulkResolve(ApiInput):
     alert_ids: list[str] = Field(min_length=1, max_length=500)
 
 
-class AlertFilters(ApiInput):
+class AlertFilters(ApiModel):
+    """Query filters; not ``extra="forbid"``, since the page parameters share the query."""
+
     server_id: str | None = Field(default=None, max_length=64)
     node_id: str | None = Field(default=None, max_length=64)
     type: AlertType | None = None
