@@ -219,3 +219,18 @@ async def test_disabled_rules_and_other_targets_fire_nothing(
     await report_stats(db, fleet.server.id, cpu=99)
     assert await AlertEvaluator(runtime).evaluate() == (0, 0)
     assert await alerts_in_db(db) == []
+
+
+async def test_an_alert_whose_server_is_deleted_is_resolved_by_the_system(
+    client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime, fleet: Fleet
+) -> None:
+    await make_rule(client, fleet.admin.headers)
+    evaluator = AlertEvaluator(runtime)
+    await report_stats(db, fleet.server.id, cpu=99)
+    assert await evaluator.evaluate() == (1, 0)
+    # As if the server had been deleted: it no longer reports anything.
+    await db.execute(update(Server).where(Server.id == fleet.server.id).values(stats_at=None))
+    await db.commit()
+    assert await evaluator.evaluate() == (0, 1)
+    [alert] = await alerts_in_db(db)
+    assert alert.resolved and alert.resolved_by == "system"

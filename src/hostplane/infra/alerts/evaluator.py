@@ -96,12 +96,15 @@ class AlertEvaluator:
             open_alerts = {a.open_key: a for a in await service.open_alerts(session) if a.open_key}
             opened = resolved = 0
             holding: set[tuple[str, str]] = set()
+            # The open keys this pass looked at; an open alert outside it lost its target.
+            considered: set[str] = set()
             thresholds = [r for r in rules if r.type == "resource_threshold"]
             if thresholds:
                 for server in await servers.servers_with_stats(session):
                     for rule in thresholds:
                         if not _applies(rule, server.id, server.tenant_id):
                             continue
+                        considered.add(service.open_key(rule.id, server.id))
                         o, r = await self._threshold(session, rule, server, now, open_alerts)
                         opened, resolved = opened + o, resolved + r
                         if o or (rule.id, server.id) in self._since:
@@ -111,9 +114,11 @@ class AlertEvaluator:
                 for node in await nodes.all_nodes(session):
                     for rule in offline:
                         if _applies(rule, node.id, node.tenant_id):
+                            considered.add(service.open_key(rule.id, node.id))
                             o, r = await self._node(session, rule, node, now, open_alerts)
                             opened, resolved = opened + o, resolved + r
             resolved += await self._crashes_cleared(session, rules, open_alerts)
+            resolved += await self._targets_gone(session, rules, open_alerts, considered)
             # Forget conditions whose rule or server went away.
             for key in list(self._since):
                 if key not in holding:
@@ -213,6 +218,24 @@ class AlertEvaluator:
             ),
         )
         return (1, 0) if alert is not None else (0, 0)
+
+    async def _targets_gone(
+        self,
+        session: AsyncSession,
+        rules: Sequence[AlertRule],
+        open_alerts: dict[str, Alert],
+        considered: set[str],
+    ) -> int:
+        """Resolve threshold and node alerts whose server or node was deleted (or no longer
+        reports at all): nothing can clear them any more."""
+        by_rule = {r.id: r for r in rules if r.type in ("resource_threshold", "node_offline")}
+        resolved = 0
+        for key, alert in open_alerts.items():
+            rule = by_rule.get(alert.rule_id or "")
+            if rule is None or rule.keep_open or key in considered:
+                continue
+            resolved += int(await service.resolve(session, alert, by=service.SYSTEM, rule=rule))
+        return resolved
 
     async def _crashes_cleared(
         self, session: AsyncSession, rules: Sequence[AlertRule], open_alerts: dict[str, Alert]
