@@ -143,6 +143,17 @@ CASES: list[Case] = [
     case("POST", "/api/servers/{server_id}/users", body={"userId": "{fresh_user_id}", "permissions": ["server.read"]}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
     case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    # infra: alerts (of the owner's server) and alert rules (admin resources)
+    case("GET", "/api/alerts", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/alerts/stats", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/alerts/{alert_id}", owner=200, other_user=404, api_key=403, admin=200, foreign=404, admin_read=200, admin_access=200),
+    case("POST", "/api/alerts/{fresh_alert_id}/resolve", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/alerts/bulk-resolve", body={"alertIds": ["{fresh_alert_id}"]}, owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/alert-rules", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_write=200, admin_access=200),
+    case("POST", "/api/alert-rules", body={"name": "made", "type": "server_crashed"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
+    case("GET", "/api/alert-rules/{alert_rule_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("PUT", "/api/alert-rules/{alert_rule_id}", body={"name": "renamed"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
+    case("DELETE", "/api/alert-rules/{fresh_alert_rule_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_write=200, admin_access=200),
     # infra: backups and transfers (no agent is connected; jobs are only queued)
     case("GET", "/api/servers/{server_id}/backups", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("POST", "/api/servers/{fresh_server_id}/backups", body={"name": "nightly"}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),

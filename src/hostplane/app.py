@@ -34,6 +34,7 @@ from hostplane.identity.permissions.router import router as permissions_router
 from hostplane.identity.roles.router import router as roles_router
 from hostplane.identity.tenants.router import router as tenants_router
 from hostplane.identity.users.router import router as users_router
+from hostplane.infra.alerts.router import router as alerts_router
 from hostplane.infra.backups.router import router as backups_router
 from hostplane.infra.databases.router import admin_router as database_hosts_router
 from hostplane.infra.databases.router import router as databases_router
@@ -82,6 +83,7 @@ API_ROUTERS: list[APIRouter] = [
     schedules_router,
     database_hosts_router,
     databases_router,
+    alerts_router,
     webhooks_router,
     system_router,
 ]

@@ -14,6 +14,7 @@ from hostplane.identity.auth.models import (
 from hostplane.identity.roles.models import Role, UserRole
 from hostplane.identity.tenants.models import Tenant
 from hostplane.identity.users.models import User
+from hostplane.infra.alerts.models import Alert, AlertAction, AlertRule  # noqa: F401 - registers the tables
 from hostplane.infra.backups.models import Backup  # noqa: F401 - registers the table
 from hostplane.infra.databases.models import DatabaseHost, ServerDatabase  # noqa: F401 - registers the tables
 from hostplane.infra.files.models import FileLinkUse  # noqa: F401 - registers the table

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hostplane.core.config import load_settings, redact_url
+from hostplane.core.config import Settings, load_settings, redact_url
 
 STRONG = "a" * 40
 
@@ -62,3 +62,21 @@ def test_redacted_urls_hide_passwords() -> None:
         == "postgresql+asyncpg://user:***@db:5432/hp"
     )
     assert redact_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+def test_the_mail_server_is_read_from_hostplane_smtp_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "HOST": "mail.example.com",
+        "PORT": "2525",
+        "USERNAME": "alerts",
+        "PASSWORD": "s3cret",
+        "FROM": "alerts@example.com",
+        "STARTTLS": "false",
+    }.items():
+        monkeypatch.setenv(f"HOSTPLANE_SMTP__{name}", value)
+    smtp = Settings(environment="development").smtp
+    assert (smtp.host, smtp.port, smtp.username) == ("mail.example.com", 2525, "alerts")
+    assert smtp.password is not None and smtp.password.get_secret_value() == "s3cret"
+    assert smtp.sender == "alerts@example.com" and smtp.starttls is False

@@ -139,15 +139,17 @@ def _agent_env(panel_ws: str, node: dict[str, Any], folder: Path, **extra: str) 
 
 
 @contextlib.contextmanager
-def embedded(folder: Path) -> Iterator[Deployment]:
-    """README command 1 on a fresh folder, exactly as a newcomer runs it."""
+def embedded(folder: Path, **settings: str) -> Iterator[Deployment]:
+    """README command 1 on a fresh folder, exactly as a newcomer runs it.
+
+    ``settings`` are ``HOSTPLANE_*`` variables for ``up`` and its local agent."""
     data = folder / "data"
     port = free_port()
     with hostplane_process(
         [],
         port=port,
         log_path=folder / "up.log",
-        env=base_env(),
+        env=base_env(**settings),
         command=up_script_command("--data-dir", str(data), "--port", str(port)),
     ) as panel:
         output = panel.output()
@@ -196,8 +198,10 @@ def _run_checked(args: list[str], env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def production(folder: Path) -> Iterator[Deployment]:
-    """``serve`` x2 + ``worker`` + ``agent`` on PostgreSQL and Redis."""
+def production(folder: Path, **settings: str) -> Iterator[Deployment]:
+    """``serve`` x2 + ``worker`` + ``agent`` on PostgreSQL and Redis.
+
+    ``settings`` are ``HOSTPLANE_*`` variables for every process (agents included)."""
     url, drop = _new_postgres_database()
     try:
         env = base_env(
@@ -206,6 +210,7 @@ def production(folder: Path) -> Iterator[Deployment]:
             HOSTPLANE_REDIS_URL=REDIS_URL,
             HOSTPLANE_EVENT_CHANNEL_PREFIX=f"e2e{new_id()[-8:]}",
             HOSTPLANE_LOG_FORMAT="json",
+            **settings,
         )
         _run_checked(hostplane_command("migrate", "--data-dir", str(folder)), env)
         _run_checked(
@@ -269,6 +274,7 @@ def production(folder: Path) -> Iterator[Deployment]:
                 node.json()["data"],
                 "agent-a",
                 HOSTPLANE_AGENT__SFTP_LISTEN=f"127.0.0.1:{sftp_port}",
+                **settings,
             )
             _wait_online(base, token, name="node-a")
             for replica in replicas:

@@ -209,9 +209,45 @@ async def matrix_world(
 
     database_ids, database_makers = await _matrix_databases(db, tenant, server)
 
+    async def make_alert_rule() -> str:
+        from hostplane.infra.alerts.models import AlertRule
+
+        rule = AlertRule(
+            tenant_id=tenant.id,
+            name="matrix",
+            type="server_crashed",
+            target="server",
+            target_id="*",
+            severity="warning",
+            conditions={},
+            actions=[],
+            enabled=True,
+            keep_open=True,
+        )
+        db.add(rule)
+        await db.commit()
+        return rule.id
+
+    async def make_alert() -> str:
+        from hostplane.infra.alerts import service as alerts
+
+        rule_id = await make_alert_rule()
+        async with in_tenant(db, tenant):
+            rule = await alerts.get_rule(db, rule_id)
+            alert = await alerts.open_alert(
+                db, rule, alerts.Firing(server.id, node.id, "Crashed", "Server crashed", {})
+            )
+        assert alert is not None
+        return alert.id
+
+    alert_id = await make_alert()
+    alert_rule_id = await make_alert_rule()
+
     ids = {
         "task_id": await make_task(),
         **database_ids,
+        "alert_id": alert_id,
+        "alert_rule_id": alert_rule_id,
         "backup_id": backup_id,
         "node_id": node.id,
         "template_id": template.id,
@@ -226,6 +262,8 @@ async def matrix_world(
         "fresh_backup_id": fresh_backup_id,
         "fresh_task_id": make_task,
         **database_makers,
+        "fresh_alert_id": make_alert,
+        "fresh_alert_rule_id": make_alert_rule,
         "fresh_node_id": lambda: _fresh_node_id(db, tenant),
         "fresh_template_id": lambda: _fresh_template_id(db, tenant),
     }

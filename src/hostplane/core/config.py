@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from limits import parse_many
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -140,6 +140,46 @@ class WebhookSettings(BaseModel):
         return value
 
 
+class SmtpSettings(BaseModel):
+    """The mail server alert e-mails go through (``[smtp]``, ``HOSTPLANE_SMTP__*``).
+
+    Without ``host`` e-mail actions are refused when a rule is saved.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    # ``from`` in TOML and HOSTPLANE_SMTP__FROM; a Python keyword, hence the alias.
+    sender: str = Field(default="hostplane@localhost", alias="from", min_length=3)
+    starttls: bool = True
+    timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+
+class AlertSettings(BaseModel):
+    """The alert evaluator and the delivery of alert actions (``HOSTPLANE_ALERTS__*``)."""
+
+    evaluate_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # Stats older than this say nothing about a server (it stopped, or its agent went away).
+    stats_stale_seconds: float = Field(default=60.0, gt=0)
+    # Seconds before each retry of a failed action; attempts are one more than its length.
+    action_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [10.0, 60.0, 300.0, 1800.0, 7200.0]
+    )
+    action_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # An action whose worker vanished mid-send is taken again after this.
+    action_lease_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("action_retry_schedule_seconds")
+    @classmethod
+    def _delays(cls, value: list[float]) -> list[float]:
+        if len(value) > 20 or any(delay < 0 or delay > 86400 for delay in value):
+            raise ValueError("give at most 20 delays, each between 0 and 86400 seconds")
+        return value
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -255,6 +295,8 @@ class Settings(BaseSettings):
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     databases: DatabaseSettings = Field(default_factory=DatabaseSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(

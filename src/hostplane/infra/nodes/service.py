@@ -211,6 +211,11 @@ async def authenticate_node(session: AsyncSession, node_id: str, token: str) -> 
     return None
 
 
+async def all_nodes(session: AsyncSession) -> Sequence[Node]:
+    """Every node the session sees, with its last heartbeat (the alert evaluator)."""
+    return (await session.scalars(select(Node).order_by(Node.id))).all()
+
+
 async def mark_seen(
     session: AsyncSession, node_id: str, health: dict[str, Any] | None = None
 ) -> None:

@@ -9,6 +9,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
+from hostplane.infra.alerts import service as alerts
 from hostplane.infra.servers import lifecycle, service
 from hostplane.infra.servers.lifecycle import LIVE, OFF, STATES
 from hostplane.infra.servers.models import Server
@@ -93,12 +94,10 @@ async def apply_state_report(
     if crashed:
         server.crash_count += 1
         server.last_crash_at = now
-        service.set_status(
-            session,
-            server,
-            "crashed",
-            reason=message or (f"exit code {exit_code}" if exit_code is not None else None),
-        )
+        reason = message or (f"exit code {exit_code}" if exit_code is not None else None)
+        service.set_status(session, server, "crashed", reason=reason)
+        # In the same transaction as the crash: the alert exists if and only if the crash does.
+        await alerts.server_crashed(session, server, reason)
     recent = _recent(server, now)
     wants_restart = server.restart_policy == "always" or (
         crashed and server.restart_policy == "on-failure"

@@ -142,6 +142,17 @@ def _visible_to(statement: Select[Server], principal: Principal) -> Select[Serve
     return statement.where(or_(Server.owner_id == principal.user_id, Server.id.in_(granted)))
 
 
+def visible_server_ids(principal: Principal) -> Select[tuple[str]]:
+    """The ids of the servers ``principal`` may read, as a subquery for other domains' lists."""
+    statement: Select[tuple[str]] = select(Server.id)
+    if principal.has("server.read"):
+        return statement
+    if principal.user_id is None:
+        return statement.where(Server.id.is_(None))
+    granted = access.granted_resource_ids(resource_type="server", user_id=principal.user_id)
+    return statement.where(or_(Server.owner_id == principal.user_id, Server.id.in_(granted)))
+
+
 async def list_servers(
     session: AsyncSession,
     principal: Principal,
@@ -734,6 +745,23 @@ async def record_stats(session: AsyncSession, server_id: str, stats: Mapping[str
     server.network_received = _number(stats.get("networkReceived"), int)
     server.stats_at = utcnow()
     await session.flush()
+
+
+async def servers_with_stats(session: AsyncSession) -> Sequence[Server]:
+    """Every server that has reported stats, with its latest sample (the alert evaluator)."""
+    return (
+        await session.scalars(
+            select(Server).where(Server.stats_at.is_not(None)).order_by(Server.id)
+        )
+    ).all()
+
+
+async def servers_by_id(session: AsyncSession, server_ids: Iterable[str]) -> dict[str, Server]:
+    ids = set(server_ids)
+    if not ids:
+        return {}
+    rows = await session.scalars(select(Server).where(Server.id.in_(ids)))
+    return {server.id: server for server in rows.all()}
 
 
 def _number(value: Any, kind: type[int] | type[float]) -> Any:

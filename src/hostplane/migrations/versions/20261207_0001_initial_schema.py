@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-07 21:34:18.406313
+Create Date: 2026-12-07 21:39:10.150303
 """
 
 from collections.abc import Sequence
@@ -67,6 +67,41 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
         sa.UniqueConstraint("slug", name=op.f("uq_tenants_slug")),
     )
+    op.create_table(
+        "alert_rules",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("target", sa.String(length=16), nullable=False),
+        sa.Column("target_id", sa.String(length=64), nullable=False),
+        sa.Column("severity", sa.String(length=16), nullable=False),
+        sa.Column(
+            "conditions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "actions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("keep_open", sa.Boolean(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_alert_rules_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_rules")),
+    )
+    with op.batch_alter_table("alert_rules", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alert_rules_enabled"), ["enabled"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alert_rules_tenant_id"), ["tenant_id"], unique=False)
+
     op.create_table(
         "audit_chain_heads",
         sa.Column("chain", sa.String(length=40), nullable=False),
@@ -474,6 +509,53 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_webhook_events_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "alerts",
+        sa.Column("rule_id", sa.String(length=26), nullable=True),
+        sa.Column("server_id", sa.String(length=26), nullable=True),
+        sa.Column("node_id", sa.String(length=26), nullable=True),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("severity", sa.String(length=16), nullable=False),
+        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("message", sa.String(length=1000), nullable=False),
+        sa.Column(
+            "metadata",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("open_key", sa.String(length=200), nullable=True),
+        sa.Column("resolved", sa.Boolean(), nullable=False),
+        sa.Column("resolved_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolved_by", sa.String(length=64), nullable=True),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["rule_id"],
+            ["alert_rules.id"],
+            name=op.f("fk_alerts_rule_id_alert_rules"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_alerts_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
+        sa.UniqueConstraint("open_key", name=op.f("uq_alerts_open_key")),
+    )
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alerts_node_id"), ["node_id"], unique=False)
+        batch_op.create_index(
+            "ix_alerts_resolved_created", ["resolved", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_alerts_rule_id"), ["rule_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alerts_server_id"), ["server_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alerts_severity"), ["severity"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alerts_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alerts_type"), ["type"], unique=False)
 
     op.create_table(
         "api_keys",
@@ -887,6 +969,52 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_webhook_deliveries_tenant_id"), ["tenant_id"], unique=False
         )
+
+    op.create_table(
+        "alert_actions",
+        sa.Column("alert_id", sa.String(length=26), nullable=False),
+        sa.Column("event", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column(
+            "config",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column(
+            "next_attempt_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("locked_by", sa.String(length=200), nullable=True),
+        sa.Column(
+            "locked_until", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("finished_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["alert_id"],
+            ["alerts.id"],
+            name=op.f("fk_alert_actions_alert_id_alerts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_alert_actions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_actions")),
+    )
+    with op.batch_alter_table("alert_actions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alert_actions_alert_id"), ["alert_id"], unique=False)
+        batch_op.create_index(
+            "ix_alert_actions_status_next", ["status", "next_attempt_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_alert_actions_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "pending_server_deletes",
@@ -1448,6 +1576,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_pending_server_deletes_node_id"))
 
     op.drop_table("pending_server_deletes")
+    with op.batch_alter_table("alert_actions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alert_actions_tenant_id"))
+        batch_op.drop_index("ix_alert_actions_status_next")
+        batch_op.drop_index(batch_op.f("ix_alert_actions_alert_id"))
+
+    op.drop_table("alert_actions")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_deliveries_tenant_id"))
         batch_op.drop_index("ix_webhook_deliveries_status_next")
@@ -1503,6 +1637,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_keys_created_by_id"))
 
     op.drop_table("api_keys")
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alerts_type"))
+        batch_op.drop_index(batch_op.f("ix_alerts_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_alerts_severity"))
+        batch_op.drop_index(batch_op.f("ix_alerts_server_id"))
+        batch_op.drop_index(batch_op.f("ix_alerts_rule_id"))
+        batch_op.drop_index("ix_alerts_resolved_created")
+        batch_op.drop_index(batch_op.f("ix_alerts_node_id"))
+
+    op.drop_table("alerts")
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_events_tenant_id"))
 
@@ -1566,6 +1710,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_audit_chain_heads_tenant_id"))
 
     op.drop_table("audit_chain_heads")
+    with op.batch_alter_table("alert_rules", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alert_rules_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_alert_rules_enabled"))
+
+    op.drop_table("alert_rules")
     op.drop_table("tenants")
     op.drop_table("signing_keys")
     op.drop_table("platform_config")

@@ -33,6 +33,8 @@ from hostplane.core.errors import HostplaneError
 from hostplane.core.events.bus import Event
 from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
+from hostplane.infra.alerts.actions import AlertActionDispatcher
+from hostplane.infra.alerts.evaluator import AlertEvaluator
 from hostplane.platform.jobs import repository
 from hostplane.platform.jobs.context import JobContext, PermanentJobFailure
 from hostplane.platform.jobs.registry import HandlerSpec, JobFailure, JobRegistry
@@ -101,12 +103,19 @@ class Worker:
             ]
             # Webhook deliveries are served by every worker process, beside its jobs.
             webhooks = asyncio.create_task(WebhookDispatcher(self.runtime).run(stop))
+            # So are alert evaluation and alert notifications.
+            alerts = [
+                asyncio.create_task(AlertEvaluator(self.runtime).run(stop)),
+                asyncio.create_task(AlertActionDispatcher(self.runtime).run(stop)),
+            ]
             try:
                 await self._loop(stop)
             finally:
                 if not stop.is_set():
                     webhooks.cancel()
-                await asyncio.gather(webhooks, return_exceptions=True)
+                    for task in alerts:
+                        task.cancel()
+                await asyncio.gather(webhooks, *alerts, return_exceptions=True)
                 for task in helpers:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)

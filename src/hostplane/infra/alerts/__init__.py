@@ -1,0 +1,1 @@
+"""Alerts: rules, the alerts they open, and the actions that announce them."""
