@@ -43,7 +43,7 @@ PANEL_EVENTS = (
     "backup.completed",
     "backup.failed",
     "user.created",
-    "alert.triggered",
+    "alert.created",
     "alert.resolved",
 )
 KNOWN_EVENTS = frozenset(SKYPANEL_EVENTS + PANEL_EVENTS)
