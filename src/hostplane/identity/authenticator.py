@@ -90,7 +90,14 @@ async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Princip
         display_name=user.username,
         session_id=auth_session.id,
         needs_two_factor=needs_two_factor,
+        expires_at=min(_exp(claims), auth_session.expires_at.timestamp()),
     )
+
+
+def _exp(claims: dict[str, object]) -> float:
+    exp = claims.get("exp")
+    # Verification has refused a token without a numeric ``exp`` already.
+    return float(exp) if isinstance(exp, int | float) else 0.0
 
 
 async def authenticate(connection: HTTPConnection, runtime: Runtime) -> Principal:

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from hostplane.core.errors import HostplaneError
 from hostplane.core.events.bus import Event, EventBus
@@ -70,9 +71,16 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     )
 
 
-def record_event(session: AsyncSession, event: Event, *, topic: str | None = None) -> None:
+def record_event(
+    session: AsyncSession | Session, event: Event, *, topic: str | None = None
+) -> None:
     """Publish ``event`` once the session's transaction commits."""
     session.info.setdefault(_PENDING_EVENTS, []).append((event, topic))
+
+
+def pending_events(session: AsyncSession | Session) -> list[Event]:
+    """The events ``session`` will publish when it commits (to read or complete)."""
+    return [event for event, _topic in session.info.get(_PENDING_EVENTS, [])]
 
 
 async def publish_pending(session: AsyncSession, bus: EventBus) -> None:
