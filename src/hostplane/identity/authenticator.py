@@ -1,8 +1,10 @@
 """Resolving a request's caller: access tokens, API keys, or nobody.
 
-Installed as the runtime's authenticator by the app factory. Every request
-re-reads the user and the login session, so a ban, a logout or a revoked
-session stops a live token at once; role changes apply on the next request.
+Installed as the runtime's authenticator by the app factory. A resolution
+reads the user, the login session and the roles, so a ban, a logout or a
+revoked session stops a live token at once and role changes apply on the next
+request. HTTP requests reuse a resolution through the principal cache
+(``identity/access/principal_cache.py``), which drops it on any such change.
 """
 
 from __future__ import annotations
