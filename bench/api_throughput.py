@@ -215,6 +215,11 @@ def serve_on_postgres(
             HOSTPLANE_LOG_LEVEL="warning",
             HOSTPLANE_LOG_FORMAT="json",
         )
+        if workers > 1:
+            # Processes of one panel share their events (agents' replies,
+            # invalidations) through Redis; a prefix of its own per run.
+            env["HOSTPLANE_REDIS_URL"] = args.redis_url
+            env["HOSTPLANE_EVENT_CHANNEL_PREFIX"] = f"bench-{os.getpid()}-{time.time_ns()}"
         subprocess.run(
             hostplane("migrate", "--data-dir", str(folder)),
             env=env,
@@ -325,6 +330,11 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=40)
     parser.add_argument(
         "--workers", default="1,2", help="process counts for serve and the bare app"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        help="Redis for serve with more than one process",
     )
     parser.add_argument("--skip-up", action="store_true", help="leave out the SQLite (up) shape")
     args = parser.parse_args()

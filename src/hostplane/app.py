@@ -25,6 +25,7 @@ from hostplane.core.http.middleware_forwarded import ForwardedClientMiddleware
 from hostplane.core.http.ratelimit import enforce_rate_limit
 from hostplane.core.ratelimit import create_rate_limiter
 from hostplane.core.runtime import Runtime
+from hostplane.identity.access import principal_cache
 from hostplane.identity.api_keys.router import router as api_keys_router
 from hostplane.identity.auth.keys import warm_key_ring
 from hostplane.identity.auth.router import jwks_router
@@ -101,6 +102,7 @@ def build_runtime(settings: Settings) -> Runtime:
         authenticate=authenticate,
     )
     install_audit(runtime)
+    principal_cache.install(runtime)
     return runtime
 
 
@@ -131,6 +133,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
         await warm_key_ring(runtime)
         config_follower = ConfigFollower(runtime)
         await config_follower.start()
+        listening = asyncio.Event()
+        invalidations = asyncio.create_task(
+            principal_cache.listen(runtime, listening), name="principal-cache-invalidations"
+        )
+        # Serve no request before other processes' changes can reach the cache.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), timeout=10)
         stop = asyncio.Event()
         worker_tasks = [
             asyncio.create_task(Worker(runtime).run(stop), name=f"jobs-worker-{n}")
@@ -149,6 +158,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, workers: i
             for task in worker_tasks:
                 with contextlib.suppress(Exception):
                     await task
+            invalidations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await invalidations
             await runtime.bus.close()
             await runtime.rate_limiter.close()
             await runtime.engine.dispose()

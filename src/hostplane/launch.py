@@ -223,10 +223,14 @@ def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[
         from hostplane.app import build_runtime
 
         runtime = build_runtime(settings)
+        # Running panels hear what the change concerns (their principal
+        # caches drop an account disabled from the command line, say).
+        await runtime.bus.start()
         try:
             async with runtime.unit_of_work() as session:
                 return await work(session)
         finally:
+            await runtime.bus.close()
             await runtime.engine.dispose()
 
     return run(transaction())

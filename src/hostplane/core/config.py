@@ -203,6 +203,18 @@ class IdentitySettings(BaseModel):
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
 
 
+class AuthSettings(BaseModel):
+    """How requests' callers are resolved (``[auth]``, ``HOSTPLANE_AUTH__*``)."""
+
+    # How long a resolved caller (permissions, tenant, account and session
+    # state) may answer for its credential without a database read. Every
+    # change to what it depends on drops it at once, in this process and,
+    # through the event bus, in every other; this is only the backstop should
+    # an event be lost. 0 resolves every request from the database.
+    principal_cache_seconds: float = Field(default=30.0, ge=0, le=300)
+    principal_cache_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 class RateLimitSettings(BaseModel):
     """Requests per caller and route group (``[rate_limits]``, ``HOSTPLANE_RATE_LIMITS__*``).
 
@@ -288,6 +300,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     backups: BackupSettings = Field(default_factory=BackupSettings)
     files: FileSettings = Field(default_factory=FileSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

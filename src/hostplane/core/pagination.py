@@ -69,8 +69,21 @@ class PageMeta(BaseModel):
 async def paginate(
     session: AsyncSession, statement: Select[T], params: PageParams
 ) -> tuple[Sequence[T], PageMeta]:
-    """One page of ``statement``'s rows and the block describing it."""
+    """One page of ``statement``'s rows and the block describing it.
+
+    The total rides along the page as a window count (one query, not two);
+    a page past the end has no row to carry it, and a DISTINCT or GROUP BY
+    would be counted before it applies: those count separately.
+    """
+    plain = not statement._distinct and not statement._group_by_clauses
+    if plain:
+        paged = statement.add_columns(func.count().over()).limit(params.limit)
+        found = (await session.execute(paged.offset(params.offset))).all()
+        if found:
+            return [row[0] for row in found], PageMeta.of(params, int(found[0][-1]))
     count_statement = select(func.count()).select_from(statement.order_by(None).subquery())
     total = (await session.execute(count_statement)).scalar_one()
+    if plain and total == 0:
+        return [], PageMeta.of(params, 0)
     rows = (await session.scalars(statement.limit(params.limit).offset(params.offset))).all()
     return rows, PageMeta.of(params, total)

@@ -44,6 +44,9 @@ class Principal:
     # A role of this user requires two-factor and it is not set up yet: the
     # caller may only enrol (every permission is withheld until then).
     needs_two_factor: bool = False
+    # When the credential stops being valid on its own (a token's ``exp``, an
+    # API key's expiry), as a Unix time: nothing may reuse this caller later.
+    expires_at: float | None = None
 
     @property
     def is_authenticated(self) -> bool:

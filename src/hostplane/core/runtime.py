@@ -15,6 +15,7 @@ from hostplane.core.db.session import BeforeCommit, SessionFactory, unit_of_work
 from hostplane.core.events.bus import EventBus
 from hostplane.core.metrics import Metrics
 from hostplane.core.principal import ANONYMOUS, Principal
+from hostplane.core.principal_cache import PrincipalCache
 from hostplane.core.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class Runtime:
     authenticate: Authenticator = anonymous_only
     before_commit: list[BeforeCommit] = field(default_factory=list)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    # Callers of HTTP requests by credential; the identity domain keeps it
+    # current. Disabled (ttl 0) unless the app factory sets one up.
+    principal_cache: PrincipalCache = field(
+        default_factory=lambda: PrincipalCache(ttl=0, max_entries=1)
+    )
     # Long-lived state a domain keeps per process (the identity domain's key
     # ring, say), under the domain's own key. Core never looks inside.
     extensions: dict[str, object] = field(default_factory=dict)

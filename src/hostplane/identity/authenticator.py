@@ -1,8 +1,10 @@
 """Resolving a request's caller: access tokens, API keys, or nobody.
 
-Installed as the runtime's authenticator by the app factory. Every request
-re-reads the user and the login session, so a ban, a logout or a revoked
-session stops a live token at once; role changes apply on the next request.
+Installed as the runtime's authenticator by the app factory. A resolution
+reads the user, the login session and the roles, so a ban, a logout or a
+revoked session stops a live token at once and role changes apply on the next
+request. HTTP requests reuse a resolution through the principal cache
+(``identity/access/principal_cache.py``), which drops it on any such change.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Princip
         display_name=user.username,
         session_id=auth_session.id,
         needs_two_factor=needs_two_factor,
+        expires_at=min(_exp(claims), auth_session.expires_at.timestamp()),
     )
 
 
@@ -116,6 +119,12 @@ async def acting_user(runtime: Runtime, user_id: str) -> Principal:
         display_name=user.username,
         needs_two_factor=needs_two_factor,
     )
+
+
+def _exp(claims: dict[str, object]) -> float:
+    exp = claims.get("exp")
+    # Verification has refused a token without a numeric ``exp`` already.
+    return float(exp) if isinstance(exp, int | float) else 0.0
 
 
 async def authenticate(connection: HTTPConnection, runtime: Runtime) -> Principal:

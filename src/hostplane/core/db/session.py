@@ -71,13 +71,15 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     )
 
 
-def record_event(session: AsyncSession, event: Event, *, topic: str | None = None) -> None:
+def record_event(
+    session: AsyncSession | Session, event: Event, *, topic: str | None = None
+) -> None:
     """Publish ``event`` once the session's transaction commits."""
     session.info.setdefault(_PENDING_EVENTS, []).append((event, topic))
 
 
 def pending_events(session: AsyncSession | Session) -> list[Event]:
-    """The events the session's transaction recorded so far (not yet published)."""
+    """The events ``session`` will publish when it commits (to read or complete)."""
     return [event for event, _topic in session.info.get(_PENDING_EVENTS, [])]
 
 

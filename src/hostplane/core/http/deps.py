@@ -29,13 +29,36 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_principal(connection: HTTPConnection, runtime: RuntimeDep) -> Principal:
-    """Resolve the caller once per request."""
+    """Resolve the caller once per request, from the principal cache when it can."""
     cached = getattr(connection.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
-    principal = await runtime.authenticate(connection, runtime)
+    cache = runtime.principal_cache
+    credential = _credential(connection) if cache.enabled else None
+    if credential is None:
+        principal = await runtime.authenticate(connection, runtime)
+    else:
+        # The client address is part of the key: an API key may be limited
+        # to some addresses.
+        key = (credential, client_ip(connection))
+        found = cache.get(key)
+        if found is None:
+            generation = cache.generation
+            principal = await runtime.authenticate(connection, runtime)
+            cache.put(key, principal, generation)
+        else:
+            principal = found
     connection.state.principal = principal
     return principal
+
+
+def _credential(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization")
+    if header:
+        return header
+    if connection.scope["type"] == "websocket":
+        return connection.query_params.get("token") or None
+    return None
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -381,6 +381,7 @@ async def authenticate_api_key(
         # The ceiling for what the key does as its creator beyond global
         # grants (ownership, per-server grants), checked where those are.
         scopes=scopes,
+        expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
     )
 
 

@@ -221,6 +221,17 @@ async def effective_permissions(session: AsyncSession, user_id: str) -> frozense
     )
 
 
+async def roles_and_permissions(
+    session: AsyncSession, user_id: str
+) -> tuple[list[str], frozenset[str]]:
+    """:func:`role_names_for` and :func:`effective_permissions` from one read of the roles."""
+    held = await _roles_held(session, user_id)
+    permissions = catalogue.with_implied(
+        permission for role in held for permission in role.permissions
+    )
+    return sorted(role.name for role in held), permissions
+
+
 async def role_names_for(session: AsyncSession, user_id: str) -> list[str]:
     return sorted(role.name for role in await _roles_held(session, user_id))
 

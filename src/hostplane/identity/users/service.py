@@ -21,9 +21,9 @@ from hostplane.identity.roles.service import (
     assert_not_last_owner,
     assign_role,
     assign_role_as,
-    effective_permissions,
     revoke_role,
     role_names_for,
+    roles_and_permissions,
     roles_by_user,
 )
 from hostplane.identity.users.models import EMAIL_INDEX, USERNAME_INDEX, User
@@ -185,7 +185,7 @@ async def get_user(session: AsyncSession, user_id: str) -> User:
 
 async def describe_user(session: AsyncSession, user: User) -> dict[str, Any]:
     """The profile fields every document's "me" and user objects draw from."""
-    roles = await role_names_for(session, user.id)
+    roles, permissions = await roles_and_permissions(session, user.id)
     return {
         "id": user.id,
         "name": user.display_name,
@@ -196,7 +196,7 @@ async def describe_user(session: AsyncSession, user: User) -> dict[str, Any]:
         "role": primary_role(roles),
         "roles": roles,
         "tenant_id": user.tenant_id,
-        "permissions": sorted(await effective_permissions(session, user.id)),
+        "permissions": sorted(permissions),
         "two_factor_enabled": user.two_factor_enabled,
         "status": user.status,
         "created_at": user.created_at,

@@ -132,11 +132,8 @@ async def list_servers(
     found, meta = await service.list_servers(
         session, principal, params, node_id=node_id, status=status
     )
-    # A page names a handful of nodes: one lookup each, shared by their servers.
-    addresses = {
-        node_id: (await nodes.get_node(session, node_id)).public_address
-        for node_id in {s.node_id for s in found}
-    }
+    # A page names a handful of nodes: one lookup for all, shared by their servers.
+    addresses = await nodes.public_addresses(session, {s.node_id for s in found})
     return page(
         [
             ServerOut.model_validate(s).model_copy(update={"ip_address": addresses[s.node_id]})
