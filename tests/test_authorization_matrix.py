@@ -244,7 +244,11 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     infra_ids, infra_makers = await matrix_world(db, tenant=home, owner=owner.user)
 
     async def fresh_user_id() -> str:
-        return (await make_user(db, tenant=home, role="customer")).id
+        user_id = (await make_user(db, tenant=home, role="customer")).id
+        # Reading the id after the commit began a read; end it, or the next
+        # insert (after the app has written) meets a stale SQLite snapshot.
+        await db.commit()
+        return user_id
 
     async def fresh_failed_job_id() -> str:
         failing = JobRegistry()
@@ -316,6 +320,9 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     assert tested.status_code == 202, tested.text
     deliveries = await client.get(f"/api/webhooks/{webhook_id}/deliveries", headers=admin.headers)
     webhook_delivery_id = deliveries.json()["data"][0]["id"]
+    # The app wrote after this session last read: start its next transaction afresh, or
+    # its next write meets a stale SQLite snapshot.
+    await db.commit()
 
     return World(
         tokens={
