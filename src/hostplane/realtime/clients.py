@@ -116,9 +116,8 @@ class ClientSession:
             await self._delivering.wait()
             # Frames of a subscription that ended (unsubscribed, or access
             # revoked) may still be queued: they are not sent.
-            if frame.server_id not in self._subscriptions:
-                continue
-            await self.websocket.send_text(frame.text)
+            if frame is not None and frame.server_id in self._subscriptions:
+                await self.websocket.send_text(frame.text)
             for server_id, count in self.outbox.take_drop_reports().items():
                 if server_id in self._subscriptions:
                     await self.websocket.send_text(
@@ -279,8 +278,7 @@ class ClientSession:
                 async with asyncio.timeout(REPLAY_TIMEOUT):
                     async for event in replies:
                         if event.type == "console.replay_done":
-                            if missed := int(event.data.get("missed", 0)):
-                                self.outbox.dropped[server_id] += missed
+                            self.outbox.note_dropped(server_id, int(event.data.get("missed", 0)))
                             return
                         self._offer_console(server_id, event.data, cursor)
 
@@ -320,7 +318,7 @@ class ClientSession:
                         Frame(server_id, json.dumps(event.data | {"type": "operation_progress"}))
                     )
                 if events.dropped:
-                    self.outbox.dropped[server_id] += events.dropped
+                    self.outbox.note_dropped(server_id, events.dropped)
                     events.dropped = 0
 
     async def _console_input(self, principal: Principal, message: ConsoleInput) -> None:
