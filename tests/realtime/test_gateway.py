@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.app import build_runtime, create_app
 from hostplane.core.ids import new_id
+from hostplane.protocol import LinesDropped, dump
 from tests.conftest import make_settings
 from tests.support.identity import LoggedIn, logged_in, platform_tenant
 from tests.support.infra import make_node, make_server, make_template
@@ -360,6 +361,34 @@ async def test_lines_older_than_the_buffer_are_reported_missing(
         assert dropped["count"] == 499
     finally:
         await viewer.close()
+        await agent.close()
+
+
+async def test_lines_the_agent_no_longer_held_are_reported_to_every_viewer(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(
+        db, tenant=tenant, owner=owner.user, node=node, template=template, status="running"
+    )
+    agent = await connect_agent(address, node.id, secret)
+    viewers = [await connect_client(address, owner) for _ in range(2)]
+    try:
+        for viewer in viewers:
+            await viewer.send(json.dumps({"type": "subscribe", "serverId": server.id}))
+            await receive(viewer, "subscribed")
+        # The agent fell behind its server by more than the supervisor keeps: a gap,
+        # and nothing after it for a while (the end of a burst).
+        await agent.send(dump(LinesDropped(server_id=server.id, count=1234)))
+        for viewer in viewers:
+            dropped = await receive(viewer, "lines_dropped")
+            assert (dropped["serverId"], dropped["count"]) == (server.id, 1234)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
         await agent.close()
 
 

@@ -40,6 +40,7 @@ from hostplane.protocol.messages import (
     Error,
     HealthReport,
     Heartbeat,
+    LinesDropped,
     NodeHandshake,
     NodeHandshakeResponse,
     OperationProgress,
@@ -243,6 +244,14 @@ class AgentSession:
             return
         if isinstance(message, ConsoleOutput):
             await self._console(message)
+        elif isinstance(message, LinesDropped):
+            # Lines the agent no longer held when it caught up: every viewer is
+            # told, as for lines a slow viewer's own queue dropped.
+            await self._publish(
+                topics.server_console(message.server_id),
+                "server.console_dropped",
+                {"count": message.count},
+            )
         elif isinstance(message, ServerStateUpdate):
             await self._state(
                 message.server_id, message.state, message.exit_code, message=message.message

@@ -300,6 +300,8 @@ class ClientSession:
                 if event.type == "server.console":
                     await cursor.live.wait()
                     self._offer_console(server_id, event.data, cursor)
+                elif event.type == "server.console_dropped":
+                    self.outbox.note_dropped(server_id, int(event.data.get("count", 0)))
                 elif event.type == "server.state_changed":
                     update = ServerStateUpdate(
                         server_id=server_id,
