@@ -9,9 +9,11 @@ request. HTTP requests reuse a resolution through the principal cache
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.core.clock import utcnow
 from hostplane.core.errors import Unauthorized
@@ -77,12 +79,21 @@ async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Princip
         user, auth_session = row
         if auth_session.revoked_at is not None or auth_session.expires_at <= utcnow():
             raise InvalidToken("This session has ended; log in again")
-        if user.status != "active":
-            raise Unauthorized("This account is not active", code="ACCOUNT_DISABLED")
-        permissions = await effective_permissions(session, user.id)
-        needs_two_factor = not user.two_factor_enabled and await two_factor_required(
-            session, user.id
-        )
+        principal = await _active_user_principal(session, user)
+    return dataclasses.replace(
+        principal,
+        session_id=auth_session.id,
+        expires_at=min(_exp(claims), auth_session.expires_at.timestamp()),
+    )
+
+
+async def _active_user_principal(session: AsyncSession, user: User) -> Principal:
+    """``user`` as a caller with the permissions their roles give now (none until a
+    required second factor is set up). Raises ``Unauthorized`` unless active."""
+    if user.status != "active":
+        raise Unauthorized("This account is not active", code="ACCOUNT_DISABLED")
+    permissions = await effective_permissions(session, user.id)
+    needs_two_factor = not user.two_factor_enabled and await two_factor_required(session, user.id)
     return Principal(
         kind="user",
         id=user.id,
@@ -90,9 +101,7 @@ async def user_principal(runtime: Runtime, claims: dict[str, object]) -> Princip
         tenant_id=user.tenant_id,
         permissions=frozenset() if needs_two_factor else permissions,
         display_name=user.username,
-        session_id=auth_session.id,
         needs_two_factor=needs_two_factor,
-        expires_at=min(_exp(claims), auth_session.expires_at.timestamp()),
     )
 
 
@@ -104,21 +113,7 @@ async def acting_user(runtime: Runtime, user_id: str) -> Principal:
         user = await session.get(User, user_id)
         if user is None:
             raise Unauthorized("The user no longer exists", code="ACCOUNT_DISABLED")
-        if user.status != "active":
-            raise Unauthorized("This account is not active", code="ACCOUNT_DISABLED")
-        permissions = await effective_permissions(session, user.id)
-        needs_two_factor = not user.two_factor_enabled and await two_factor_required(
-            session, user.id
-        )
-    return Principal(
-        kind="user",
-        id=user.id,
-        user_id=user.id,
-        tenant_id=user.tenant_id,
-        permissions=frozenset() if needs_two_factor else permissions,
-        display_name=user.username,
-        needs_two_factor=needs_two_factor,
-    )
+        return await _active_user_principal(session, user)
 
 
 def _exp(claims: dict[str, object]) -> float:
