@@ -19,7 +19,7 @@ from hostplane.core.schemas import ApiModel
 from hostplane.identity.users import service as users
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.servers import commands, service
-from hostplane.infra.servers.router import Status, _context
+from hostplane.infra.servers.router import Status, _context, deletion_result
 from hostplane.infra.servers.schemas import ActionResult, ServerOut, SuspendBody, SuspensionOut
 
 router = APIRouter(prefix="/api/admin/servers", tags=["servers"])
@@ -113,15 +113,4 @@ async def admin_delete_server(
     once the node confirmed; 202 when the node is offline (or did not answer): the removal
     is remembered and carried out when its agent reconnects."""
     removed = await commands.delete(runtime, _context(request, principal), server_id, force=True)
-    if not removed:
-        response.status_code = 202
-        return ok(
-            ActionResult(
-                message="Server deleted; its node removes the files when it is back online",
-                server_id=server_id,
-                status="deleted",
-            )
-        )
-    return ok(
-        ActionResult(message="Server deleted successfully", server_id=server_id, status="deleted")
-    )
+    return deletion_result(server_id, removed, response)

@@ -196,18 +196,7 @@ async def delete_server(
     files and container; 202 when the node is offline (or did not confirm): the
     removal is remembered and carried out when its agent reconnects."""
     removed = await commands.delete(runtime, _context(request, principal), server_id)
-    if not removed:
-        response.status_code = 202
-        return ok(
-            ActionResult(
-                message="Server deleted; its node removes the files when it is back online",
-                server_id=server_id,
-                status="deleted",
-            )
-        )
-    return ok(
-        ActionResult(message="Server deleted successfully", server_id=server_id, status="deleted")
-    )
+    return deletion_result(server_id, removed, response)
 
 
 @router.post("/{server_id}/suspend", response_model=Envelope[SuspensionOut])
@@ -534,3 +523,19 @@ async def remove_subuser(
     """Stop sharing the server with a user."""
     await subusers.remove_subuser(session, principal, server_id, user_id)
     return Empty()
+
+
+def deletion_result(server_id: str, removed: bool, response: Response) -> Envelope[ActionResult]:
+    """200 once the node removed the server; 202 while that removal waits for the node."""
+    if not removed:
+        response.status_code = 202
+        return ok(
+            ActionResult(
+                message="Server deleted; its node removes the files when it is back online",
+                server_id=server_id,
+                status="deleted",
+            )
+        )
+    return ok(
+        ActionResult(message="Server deleted successfully", server_id=server_id, status="deleted")
+    )
