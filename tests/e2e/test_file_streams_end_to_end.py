@@ -12,16 +12,13 @@ gets the file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,7 +29,6 @@ from tests.support.processes import (
     base_env,
     free_port,
     hostplane_process,
-    stop_process,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "hostplane" / "templates"
@@ -46,23 +42,6 @@ CONTENT = "hello"
 def relative(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}"
-
-
-@contextlib.contextmanager
-def agent_again(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The local node's agent started again by hand, as ``up`` starts it."""
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hostplane", "agent", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=base_env(),
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
 
 
 async def node_online(http: httpx.AsyncClient, node_id: str, online: bool = True) -> bool:
@@ -220,34 +199,33 @@ async def test_byte_reading_routes_of_up_and_their_one_time_links(tmp_path: Path
             away = await anon.get(backup_link)
             assert away.status_code == 503, away.text
 
-            with agent_again(config, tmp_path / "agent-again.log"):
-                assert await node_online(http, node["id"]), (
-                    tmp_path / "agent-again.log"
-                ).read_text()
-                back = await anon.get(link)
-                assert back.status_code == 200, back.text
-                assert back.content == CONTENT.encode()
-                spent = await anon.get(link)
-                assert spent.status_code == 410
-                assert spent.json()["error"]["code"] == "LINK_USED"
-                back = await anon.get(backup_link)
-                assert back.status_code == 200, back.text
-                assert back.content == archive
-                assert (await anon.get(backup_link)).status_code == 410
+            # `up` restarts its agent itself (a second agent started by hand would answer
+            # every request twice): wait for it to be back.
+            assert await node_online(http, node["id"]), (data / "agent.log").read_text()
+            back = await anon.get(link)
+            assert back.status_code == 200, back.text
+            assert back.content == CONTENT.encode()
+            spent = await anon.get(link)
+            assert spent.status_code == 410
+            assert spent.json()["error"]["code"] == "LINK_USED"
+            back = await anon.get(backup_link)
+            assert back.status_code == 200, back.text
+            assert back.content == archive
+            assert (await anon.get(backup_link)).status_code == 410
 
-                for _ in range(5):
-                    url = relative(
-                        (
-                            await http.get(
-                                f"{files}/download", params={"path": "/hello.txt", "mode": "url"}
-                            )
-                        ).json()["data"]["url"]
-                    )
-                    both = await asyncio.gather(
-                        anon.get(url),
-                        anon.get(url),
-                    )
-                    assert sorted(r.status_code for r in both) == [200, 410], [
-                        r.text[:200] for r in both
-                    ]
-                    assert next(r for r in both if r.status_code == 200).content == b"hello"
+            for _ in range(5):
+                url = relative(
+                    (
+                        await http.get(
+                            f"{files}/download", params={"path": "/hello.txt", "mode": "url"}
+                        )
+                    ).json()["data"]["url"]
+                )
+                both = await asyncio.gather(
+                    anon.get(url),
+                    anon.get(url),
+                )
+                assert sorted(r.status_code for r in both) == [200, 410], [
+                    r.text[:200] for r in both
+                ]
+                assert next(r for r in both if r.status_code == 200).content == b"hello"
