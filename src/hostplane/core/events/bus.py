@@ -99,6 +99,13 @@ class Subscription:
         """The next event (wrap in ``asyncio.timeout`` to bound the wait)."""
         return await self._queue.get()
 
+    def pending(self) -> list[Event]:
+        """The events already queued, taken without waiting."""
+        events: list[Event] = []
+        while not self._queue.empty():
+            events.append(self._queue.get_nowait())
+        return events
+
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
 
