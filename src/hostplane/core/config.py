@@ -180,6 +180,14 @@ class AlertSettings(BaseModel):
         return value
 
 
+class EconomySettings(BaseModel):
+    """The wallet's two currencies: coins are earned, credits are bought."""
+
+    # ISO 4217 code of credits. Fixed for the life of an installation: balances
+    # are kept in its minor units.
+    credits_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -310,6 +318,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    economy: EconomySettings = Field(default_factory=EconomySettings)
 
     @classmethod
     def settings_customise_sources(

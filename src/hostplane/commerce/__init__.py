@@ -1,0 +1,1 @@
+"""Money: the ledger, wallets, rewards, the catalogue, payments and invoices."""
