@@ -74,3 +74,7 @@ async def replayable(
         )
         return
     yield Slot(_record=claim)
+    if claim.status_code == 0:
+        # A route that claimed a key must keep its answer, or a retry would
+        # replay nothing; fail loudly (the transaction rolls the key back).
+        raise RuntimeError(f"{scope}: the answer under an Idempotency-Key was not kept")
