@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
+from hostplane.commerce.invoices.router import router as invoices_router
+from hostplane.commerce.payments.router import router as payments_router
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
@@ -87,6 +89,8 @@ API_ROUTERS: list[APIRouter] = [
     alerts_router,
     webhooks_router,
     system_router,
+    payments_router,
+    invoices_router,
 ]
 
 

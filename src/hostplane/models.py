@@ -1,5 +1,11 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
+from hostplane.commerce.invoices.models import (  # noqa: F401 - registers the tables
+    Invoice,
+    InvoiceCounter,
+    InvoiceLine,
+)
+from hostplane.commerce.payments.models import PaymentEvent, TopUp  # noqa: F401 - registers the tables
 from hostplane.core.db.base import Base
 from hostplane.identity.access.models import ResourceGrant
 from hostplane.identity.api_keys.models import ApiKey  # noqa: F401 - registers the table

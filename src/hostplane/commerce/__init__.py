@@ -1,0 +1,1 @@
+"""Money: wallets, payments, invoices, catalogue and orders."""
