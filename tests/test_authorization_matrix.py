@@ -100,7 +100,7 @@ CASES: list[Case] = [
     # commerce: top-ups (no gateway is configured in the matrix: 400 = authorized, then refused
     # for the gateway), gateway webhooks (public: the signature is the authorization), invoices
     case("POST", "/api/billing/top-up", body={"amount": "10", "gateway": "stripe"}, owner=400, other_user=400, api_key=403, admin=400, foreign=400),
-    case("POST", "/api/billing/webhook/stripe", body={"id": "evt_1"}, anonymous=400, owner=400, other_user=400, api_key=400, admin=400, foreign=400),
+    case("POST", "/api/billing/webhook/{gateway}", body={"id": "evt_1"}, anonymous=400, owner=400, other_user=400, api_key=400, admin=400, foreign=400),
     case("POST", "/api/payments/stripe/webhook", body={"id": "evt_1"}, anonymous=400, owner=400, other_user=400, api_key=400, admin=400, foreign=400),
     case("GET", "/api/billing/invoices", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
     case("GET", "/api/billing/invoices/{invoice_id}/pdf", owner=200, other_user=404, api_key=403, admin=200, foreign=404),
@@ -352,6 +352,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "webhook_id": webhook_id,
             "webhook_delivery_id": webhook_delivery_id,
             "invoice_id": invoice.id,
+            "gateway": "stripe",
             **infra_ids,
         },
         makers={

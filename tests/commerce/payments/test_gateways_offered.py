@@ -29,7 +29,7 @@ async def test_a_gateway_without_keys_is_400_naming_it(
     )
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
-    assert error["code"] == "GATEWAY_NOT_AVAILABLE"
+    assert error["code"] == "GATEWAY_NOT_AVAILABLE", answer.text
     assert "upi" in error["message"]
     assert error["details"] == {"gateway": "upi", "offered": ["stripe"]}
     webhook = await client.post("/api/billing/webhook/razorpay", content=b"{}")

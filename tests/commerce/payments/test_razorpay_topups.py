@@ -52,7 +52,7 @@ async def test_a_upi_top_up_is_credited_once_by_payment_link_paid(
     balances = await wallet.balances(db, tenant_id=buyer.user.tenant_id, user_id=buyer.user.id)
     assert balances.credits == 25000
     assert await db.scalar(select(func.count()).select_from(PaymentEvent)) == 1
-    paid = await db.get(TopUp, topup["id"])
+    paid = await db.get(TopUp, topup["id"], populate_existing=True)
     assert paid is not None and paid.status == "paid"
     await db.commit()
 

@@ -88,7 +88,7 @@ async def test_a_top_up_is_credited_once_by_its_signed_webhook(
     await Worker(runtime).run_until_idle()
     assert await _credits(db, buyer) == 1250
 
-    row = await db.get(TopUp, topup["id"])
+    row = await db.get(TopUp, topup["id"], populate_existing=True)
     assert row is not None and row.status == "paid" and row.invoice_id is not None
     await db.commit()
     listed = await client.get("/api/billing/invoices", headers=buyer.headers)

@@ -219,4 +219,4 @@ async def first_lines(session: AsyncSession, invoice_ids: Sequence[str]) -> dict
             InvoiceLine.invoice_id.in_(invoice_ids), InvoiceLine.position == 0
         )
     )
-    return dict(rows.tuples().all())
+    return {str(row[0]): str(row[1]) for row in rows}

@@ -51,7 +51,7 @@ async def top_up(
     session: SessionDep,
     principal: Authenticated,
     runtime: RuntimeDep,
-    key: IdempotencyKey,
+    key: IdempotencyKey = None,
 ) -> Any:
     """Buy credits: answers the gateway's payment page (`stripe` Checkout or a `upi` payment
     link). The wallet is credited when the gateway's signed webhook reports the payment."""
