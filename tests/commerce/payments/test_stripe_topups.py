@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.commerce.invoices.models import Invoice
+from hostplane.commerce.payments import service as payments
 from hostplane.commerce.payments.models import PaymentEvent, TopUp
 from hostplane.commerce.wallet import service as wallet
 from hostplane.core.runtime import Runtime
@@ -20,6 +21,7 @@ from hostplane.platform.jobs.models import Job
 from hostplane.platform.jobs.worker import Worker
 from tests.support.identity import LoggedIn, logged_in
 from tests.support.payments import stripe_signed
+from tests.support.processes import free_port
 from tests.support.stripe_emulator import pay
 
 
@@ -259,3 +261,37 @@ async def test_a_json_number_amount_is_read_exactly(
     buyer = await logged_in(client, db)
     topup = await _top_up(client, buyer, amount=19.99)
     assert topup["amountMinor"] == 1999
+
+
+async def test_an_event_for_an_unknown_session_is_retried_then_kept_unmatched(
+    client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime, stripe_api: str
+) -> None:
+    buyer = await logged_in(client, db)
+    topup = await _top_up(client, buyer)
+    event = pay(stripe_api, topup["reference"])
+    event["data"]["object"]["id"] = "cs_test_nobody"
+    assert (await _post(client, stripe_signed(event))).status_code == 200
+    await Worker(runtime).run_until_idle()
+    # The top-up may not be committed yet when a fast payer's event arrives: retried.
+    job = await db.scalar(select(Job).where(Job.type == "payments.apply_event"))
+    assert job is not None and job.status == "queued" and job.attempts == 1
+    await db.commit()
+    # Its last attempt keeps the event as unmatched, for an operator.
+    async with runtime.unit_of_work() as session:
+        stored = await session.scalar(select(PaymentEvent))
+        assert stored is not None and stored.status == "received"
+        assert await payments.apply_event(session, stored.id, final=True) == "unmatched"
+    assert await _credits(db, buyer) == 0
+
+
+async def test_an_unreachable_gateway_is_503_and_records_nothing(
+    client: httpx.AsyncClient, db: AsyncSession, settings: Any
+) -> None:
+    settings.payments.stripe.api_base = f"http://127.0.0.1:{free_port()}"
+    buyer = await logged_in(client, db)
+    answer = await client.post(
+        "/api/billing/top-up", json={"amount": "10", "gateway": "stripe"}, headers=buyer.headers
+    )
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "GATEWAY_UNAVAILABLE"
+    assert await _count(db, TopUp) == 0

@@ -16,5 +16,7 @@ async def apply_payment_event(ctx: JobContext, *, payment_event_id: str) -> None
     # Unscoped: the event names its tenant only through its top-up; the
     # credit and the invoice carry the top-up's tenant explicitly.
     async with ctx.unit_of_work() as session:
-        outcome = await service.apply_event(session, payment_event_id)
+        outcome = await service.apply_event(
+            session, payment_event_id, final=ctx.attempt >= ctx.max_attempts
+        )
     log.info("payment event applied", payment_event_id=payment_event_id, outcome=outcome)

@@ -257,8 +257,17 @@ async def _store_event(session: AsyncSession, kind: str, event: VerifiedEvent) -
     return str(inserted) if inserted is not None else None
 
 
-async def apply_event(session: AsyncSession, payment_event_id: str) -> str:
-    """Credit the top-up a stored, verified payment event reports; its outcome (status)."""
+class TopUpNotYetThere(Exception):
+    """The event names a top-up that is not (yet) committed: try again later."""
+
+
+async def apply_event(session: AsyncSession, payment_event_id: str, *, final: bool = True) -> str:
+    """Credit the top-up a stored, verified payment event reports; its outcome (status).
+
+    With ``final`` false, an event whose top-up is not found raises
+    :class:`TopUpNotYetThere` instead of being settled as unmatched: the
+    payer may have been faster than the commit of the top-up's row.
+    """
     event = await session.get(PaymentEvent, payment_event_id, with_for_update=True)
     if event is None or event.status != "received":
         return event.status if event is not None else "missing"
@@ -271,6 +280,8 @@ async def apply_event(session: AsyncSession, payment_event_id: str) -> str:
             .execution_options(populate_existing=True)
         )
     if topup is None:
+        if not final:
+            raise TopUpNotYetThere(f"no top-up has the reference {event.reference!r} yet")
         return _settle(event, "unmatched", "No top-up has this gateway reference")
     mismatch = _mismatch(event, topup)
     event.topup_id = topup.id
