@@ -16,6 +16,8 @@ import hostplane.models  # noqa: F401 - registers every table with the ORM befor
 from hostplane import __version__
 from hostplane.commerce.invoices.router import router as invoices_router
 from hostplane.commerce.payments.router import router as payments_router
+from hostplane.commerce.rewards.router import router as rewards_router
+from hostplane.commerce.wallet.router import router as wallet_router
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
@@ -89,6 +91,8 @@ API_ROUTERS: list[APIRouter] = [
     alerts_router,
     webhooks_router,
     system_router,
+    wallet_router,
+    rewards_router,
     payments_router,
     invoices_router,
 ]
@@ -99,8 +103,8 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(
         settings=settings,
         engine=engine,
-        sessions=create_session_factory(engine),
-        read_sessions=create_session_factory(read_only(engine)),
+        sessions=create_session_factory(engine, settings=settings),
+        read_sessions=create_session_factory(read_only(engine), settings=settings),
         bus=create_bus(settings),
         rate_limiter=create_rate_limiter(settings),
         authenticate=authenticate,

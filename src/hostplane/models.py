@@ -5,7 +5,17 @@ from hostplane.commerce.invoices.models import (  # noqa: F401 - registers the t
     InvoiceCounter,
     InvoiceLine,
 )
+from hostplane.commerce.ledger.models import (  # noqa: F401 - registers the tables
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+)
 from hostplane.commerce.payments.models import PaymentEvent, TopUp  # noqa: F401 - registers the tables
+from hostplane.commerce.rewards.models import (  # noqa: F401 - registers the tables
+    DailyReward,
+    Referral,
+    ReferralCode,
+)
 from hostplane.core.db.base import Base
 from hostplane.identity.access.models import ResourceGrant
 from hostplane.identity.api_keys.models import ApiKey  # noqa: F401 - registers the table
@@ -36,6 +46,7 @@ from hostplane.platform.audit.models import (  # noqa: F401 - registers the tabl
     AuditCheckpoint,
     AuditLog,
 )
+from hostplane.platform.idempotency.models import IdempotencyRecord  # noqa: F401 - registers the table
 from hostplane.platform.jobs.models import Job, JobWorker
 from hostplane.platform.system import recorder as _system_recorder  # noqa: F401 - logs queue events at commit
 from hostplane.platform.system.models import SystemEvent  # noqa: F401 - registers the table

@@ -1,1 +1,1 @@
-"""Money: wallets, payments, invoices, catalogue and orders."""
+"""Money: the ledger, wallets, rewards, the catalogue, payments and invoices."""

@@ -244,6 +244,14 @@ class PaymentSettings(BaseModel):
     invoice_issuer_address: str = ""
 
 
+class EconomySettings(BaseModel):
+    """The wallet's two currencies: coins are earned, credits are bought."""
+
+    # ISO 4217 code of credits. Fixed for the life of an installation: balances
+    # are kept in its minor units.
+    credits_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -375,6 +383,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
+
+    economy: EconomySettings = Field(default_factory=EconomySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -295,3 +295,27 @@ async def test_an_unreachable_gateway_is_503_and_records_nothing(
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "GATEWAY_UNAVAILABLE"
     assert await _count(db, TopUp) == 0
+
+
+async def test_a_credit_purchase_clears_the_buyers_pending_referral(
+    client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime, stripe_api: str
+) -> None:
+    referrer = await logged_in(client, db)
+    newcomer = await logged_in(client, db)
+    code = (await client.get("/api/economy/earn/referral", headers=referrer.headers)).json()[
+        "data"
+    ]["code"]
+    claimed = await client.post(
+        "/api/economy/earn/referral", json={"code": code}, headers=newcomer.headers
+    )
+    assert claimed.json()["data"]["referralStatus"] == "pending"
+    topup = await _top_up(client, newcomer, amount=3)
+    event = pay(stripe_api, topup["reference"])
+    for _ in range(3):
+        assert (await _post(client, stripe_signed(event))).status_code == 200
+    await Worker(runtime).run_until_idle()
+    status = await client.get("/api/economy/earn/referral", headers=newcomer.headers)
+    assert status.json()["data"]["referralStatus"] == "cleared"
+    wallet = (await client.get("/api/economy/wallet", headers=newcomer.headers)).json()["data"]
+    assert wallet["credits"] == 3
+    assert wallet["coins"] > 0

@@ -15,7 +15,7 @@ from hostplane.core.http.envelope import Envelope, ok
 from hostplane.core.money import to_json_number
 from hostplane.core.principal import Principal
 from hostplane.identity.users import service as users
-from hostplane.platform.idempotency import IdempotencyKey, replayable
+from hostplane.platform.idempotency.http import IdempotencyKey, replayable
 
 router = APIRouter(tags=["billing"])
 

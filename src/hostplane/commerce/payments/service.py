@@ -33,6 +33,7 @@ from hostplane.commerce.invoices import service as invoices
 from hostplane.commerce.payments.models import PaymentEvent, TopUp
 from hostplane.commerce.payments.providers import registry
 from hostplane.commerce.payments.providers.base import CheckoutRequest, VerifiedEvent
+from hostplane.commerce.rewards import service as rewards
 from hostplane.commerce.wallet import service as wallet
 from hostplane.core.clock import utcnow
 from hostplane.core.config import Settings
@@ -115,7 +116,7 @@ async def top_up(
             f"The {method} gateway is not available on this panel",
             details={"gateway": method, "offered": offered},
         )
-    currency = wallet.credits_currency()
+    currency = wallet.credits_currency(session)
     charged = _gateway_currency(settings, kind) or currency
     if charged != currency:
         # Credits are bought one for one in their own currency; a gateway set
@@ -331,7 +332,10 @@ async def apply_event(session: AsyncSession, payment_event_id: str, *, final: bo
     topup.ledger_transaction_id = result.transaction.id
     topup.invoice_id = invoice.id
     if result.created:
-        await credit_purchase_hook(session, tenant_id=topup.tenant_id, user_id=topup.user_id)
+        # Referral rewards that wait for the referred user's first credit purchase clear now.
+        await rewards.note_credit_purchase(
+            session, tenant_id=topup.tenant_id, user_id=topup.user_id
+        )
     await session.flush()
     return _settle(event, "processed", None)
 
@@ -351,13 +355,3 @@ def _settle(event: PaymentEvent, status: str, detail: str | None) -> str:
     event.detail = detail
     event.processed_at = utcnow()
     return status
-
-
-async def credit_purchase_hook(session: AsyncSession, *, tenant_id: str, user_id: str) -> None:
-    """Called once per credited top-up, right after the credit, in its transaction.
-
-    Referral rewards clear on the referred user's first credit purchase: this
-    is where ``rewards.note_credit_purchase(session, tenant_id=..., user_id=...)``
-    is called once the rewards service exists.
-    """
-    del session, tenant_id, user_id
