@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.commerce.payments import jobs as _jobs  # noqa: F401 - registers the job handler
 from hostplane.commerce.payments import service
+from hostplane.commerce.payments.models import TopUp
 from hostplane.commerce.payments.schemas import TopUpIn, TopUpOut, WebhookReceived
 from hostplane.core.errors import Forbidden, ValidationFailed
 from hostplane.core.http.deps import Authenticated, RuntimeDep, SessionDep
 from hostplane.core.http.envelope import Envelope, ok
 from hostplane.core.money import to_json_number
 from hostplane.core.principal import Principal
+from hostplane.core.runtime import Runtime
 from hostplane.identity.users import service as users
 from hostplane.platform.idempotency.http import IdempotencyKey, replayable
 
@@ -31,7 +34,7 @@ def _buyer(principal: Principal) -> tuple[str, str]:
     return principal.tenant_id, principal.user_id
 
 
-def _topup_out(topup: Any) -> TopUpOut:
+def _topup_out(topup: TopUp) -> TopUpOut:
     return TopUpOut(
         id=topup.id,
         gateway=topup.method,
@@ -71,7 +74,7 @@ async def top_up(
 
 
 async def _receive(
-    gateway: str, request: Request, session: Any, runtime: Any
+    gateway: str, request: Request, session: AsyncSession, runtime: Runtime
 ) -> Envelope[WebhookReceived]:
     payload = await request.body()
     if len(payload) > MAX_WEBHOOK_BYTES:

@@ -40,7 +40,6 @@ from hostplane.core.config import Settings
 from hostplane.core.errors import ValidationFailed
 from hostplane.core.ids import new_id
 from hostplane.core.money import MoneyError, to_major, to_minor
-from hostplane.core.pagination import PageMeta, PageParams, paginate
 from hostplane.platform.jobs import service as jobs
 
 log = structlog.get_logger(__name__)
@@ -168,14 +167,6 @@ async def top_up(
     session.add(topup)
     await session.flush()
     return topup
-
-
-async def list_own(
-    session: AsyncSession, *, user_id: str, params: PageParams
-) -> tuple[list[TopUp], PageMeta]:
-    statement = select(TopUp).where(TopUp.user_id == user_id).order_by(TopUp.id.desc())
-    topups, meta = await paginate(session, statement, params)
-    return list(topups), meta
 
 
 @dataclass(frozen=True, slots=True)
