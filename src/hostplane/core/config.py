@@ -14,7 +14,7 @@ import os
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from limits import parse_many
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -194,6 +194,12 @@ class StripeSettings(BaseModel):
     max_amount: Decimal = Field(default=Decimal("10000"), gt=0)
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
 
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.min_amount > self.max_amount:
+            raise ValueError("min_amount must not be above max_amount")
+        return self
+
     @property
     def configured(self) -> bool:
         return bool(
@@ -216,6 +222,12 @@ class RazorpaySettings(BaseModel):
     min_amount: Decimal = Field(default=Decimal("1"), gt=0)
     max_amount: Decimal = Field(default=Decimal("100000"), gt=0)
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.min_amount > self.max_amount:
+            raise ValueError("min_amount must not be above max_amount")
+        return self
 
     @property
     def configured(self) -> bool:
