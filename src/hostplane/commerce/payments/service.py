@@ -38,7 +38,7 @@ from hostplane.commerce.wallet import service as wallet
 from hostplane.core.clock import utcnow
 from hostplane.core.config import Settings
 from hostplane.core.errors import ValidationFailed
-from hostplane.core.ids import new_id
+from hostplane.core.ids import ID_LENGTH, new_id
 from hostplane.core.money import MoneyError, to_major, to_minor
 from hostplane.platform.jobs import service as jobs
 
@@ -221,9 +221,10 @@ async def _store_event(session: AsyncSession, kind: str, event: VerifiedEvent) -
         "type": event.type[:100],
         "reference": event.reference[:255] if event.reference else None,
         "status": "received" if event.paid else "ignored",
-        "topup_id": event.topup_id[:26] if event.topup_id else None,
+        "topup_id": event.topup_id[:ID_LENGTH] if event.topup_id else None,
         "paid": event.paid,
-        "amount": event.amount,
+        # A figure no column can hold is no payment hostplane could have asked for.
+        "amount": event.amount if event.amount is not None and 0 <= event.amount < 2**62 else None,
         "currency": event.currency[:3] if event.currency else None,
         "payload": event.payload,
         "received_at": utcnow(),
