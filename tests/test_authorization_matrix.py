@@ -30,6 +30,7 @@ from tests.support.factories import make_job, make_user
 from tests.support.identity import LoggedIn, logged_in, login, other_tenant, platform_tenant
 from tests.support.infra import matrix_world
 from tests.support.matrix import Case, World, case, run_case
+from tests.support.payments import make_paid_invoice
 
 # One line per route (formatting off, so it stays one line).
 # fmt: off
@@ -105,6 +106,13 @@ CASES: list[Case] = [
     case("GET", "/api/admin/servers", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("POST", "/api/admin/servers/{fresh_server_id}/suspend", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("DELETE", "/api/admin/servers/{fresh_server_id}", owner=403, other_user=403, api_key=403, admin=202, foreign=404, admin_access=202),
+    # commerce: top-ups (no gateway is configured in the matrix: 400 = authorized, then refused
+    # for the gateway), gateway webhooks (public: the signature is the authorization), invoices
+    case("POST", "/api/billing/top-up", body={"amount": "10", "gateway": "stripe"}, owner=400, other_user=400, api_key=403, admin=400, foreign=400),
+    case("POST", "/api/billing/webhook/{gateway}", body={"id": "evt_1"}, anonymous=400, owner=400, other_user=400, api_key=400, admin=400, foreign=400),
+    case("POST", "/api/payments/stripe/webhook", body={"id": "evt_1"}, anonymous=400, owner=400, other_user=400, api_key=400, admin=400, foreign=400),
+    case("GET", "/api/billing/invoices", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/billing/invoices/{invoice_id}/pdf", owner=200, other_user=404, api_key=403, admin=200, foreign=404),
     # infra: locations, nodes and templates (operators; templates readable by everyone)
     case("GET", "/api/locations", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("POST", "/api/locations", body={"name": "Matrix"}, owner=403, other_user=403, api_key=403, admin=201, foreign=201, admin_write=201, admin_access=201),
@@ -251,6 +259,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     assert minted.status_code == 201, minted.text
     job = await make_job(db, name="matrix.job", tenant=home, server_id="srv-1")
     infra_ids, infra_makers = await matrix_world(db, tenant=home, owner=owner.user)
+    invoice = await make_paid_invoice(db, user=owner.user)
 
     async def fresh_user_id() -> str:
         user_id = (await make_user(db, tenant=home, role="customer")).id
@@ -351,6 +360,8 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "customer_role_id": customer_role_id,
             "webhook_id": webhook_id,
             "webhook_delivery_id": webhook_delivery_id,
+            "invoice_id": invoice.id,
+            "gateway": "stripe",
             **infra_ids,
         },
         makers={

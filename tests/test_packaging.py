@@ -63,3 +63,6 @@ def test_minimum_versions_cover_the_features_the_code_uses() -> None:
     # websockets.asyncio arrived in 13.0 and became the default in 14.0.
     if source(r"websockets\.asyncio"):
         assert floor("websockets") >= Version("14.0")
+    # StripeClient's v1 namespace arrived in stripe 12.5.
+    if source(r"\.v1\.checkout"):
+        assert floor("stripe") >= Version("12.5")

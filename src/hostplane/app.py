@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
+from hostplane.commerce.invoices.router import router as invoices_router
+from hostplane.commerce.payments.router import router as payments_router
 from hostplane.commerce.rewards.router import router as rewards_router
 from hostplane.commerce.wallet.router import router as wallet_router
 from hostplane.core.config import Settings
@@ -91,6 +93,8 @@ API_ROUTERS: list[APIRouter] = [
     system_router,
     wallet_router,
     rewards_router,
+    payments_router,
+    invoices_router,
 ]
 
 

@@ -1,10 +1,16 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
+from hostplane.commerce.invoices.models import (  # noqa: F401 - registers the tables
+    Invoice,
+    InvoiceCounter,
+    InvoiceLine,
+)
 from hostplane.commerce.ledger.models import (  # noqa: F401 - registers the tables
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
 )
+from hostplane.commerce.payments.models import PaymentEvent, TopUp  # noqa: F401 - registers the tables
 from hostplane.commerce.rewards.models import (  # noqa: F401 - registers the tables
     DailyReward,
     Referral,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from contextvars import ContextVar
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from limits import parse_many
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -180,6 +181,81 @@ class AlertSettings(BaseModel):
         return value
 
 
+class StripeSettings(BaseModel):
+    """Stripe Checkout (``HOSTPLANE_PAYMENTS__STRIPE__*``); offered once both secrets are set."""
+
+    secret_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    api_base: str = "https://api.stripe.com"
+    # The currency charged; empty means the credits currency (it must be that one).
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    # Limits of one top-up, in major units of the credits currency.
+    min_amount: Decimal = Field(default=Decimal("1"), gt=0)
+    max_amount: Decimal = Field(default=Decimal("10000"), gt=0)
+    timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.min_amount > self.max_amount:
+            raise ValueError("min_amount must not be above max_amount")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(
+            self.secret_key
+            and self.secret_key.get_secret_value()
+            and self.webhook_secret
+            and self.webhook_secret.get_secret_value()
+        )
+
+
+class RazorpaySettings(BaseModel):
+    """Razorpay payment links for UPI (``HOSTPLANE_PAYMENTS__RAZORPAY__*``); offered once
+    the key pair and the webhook secret are set."""
+
+    key_id: str | None = None
+    key_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    api_base: str = "https://api.razorpay.com"
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    min_amount: Decimal = Field(default=Decimal("1"), gt=0)
+    max_amount: Decimal = Field(default=Decimal("100000"), gt=0)
+    timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.min_amount > self.max_amount:
+            raise ValueError("min_amount must not be above max_amount")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(
+            self.key_id
+            and self.key_secret
+            and self.key_secret.get_secret_value()
+            and self.webhook_secret
+            and self.webhook_secret.get_secret_value()
+        )
+
+
+class PaymentSettings(BaseModel):
+    """Credit top-ups through payment gateways (``[payments]``, ``HOSTPLANE_PAYMENTS__*``).
+
+    A gateway without its keys is not offered; a panel with none still runs.
+    """
+
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    razorpay: RazorpaySettings = Field(default_factory=RazorpaySettings)
+    # Where the gateway sends the payer back; empty: ``public_url`` + /billing.
+    success_url: str | None = None
+    cancel_url: str | None = None
+    # The seller's name and address printed on invoices.
+    invoice_issuer: str = "hostplane"
+    invoice_issuer_address: str = ""
+
+
 class EconomySettings(BaseModel):
     """The wallet's two currencies: coins are earned, credits are bought."""
 
@@ -318,6 +394,8 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
+
     economy: EconomySettings = Field(default_factory=EconomySettings)
 
     @classmethod

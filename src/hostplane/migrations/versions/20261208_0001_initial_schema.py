@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-08 00:03:16.455217
+Create Date: 2026-12-08 00:23:02.109026
 """
 
 from collections.abc import Sequence
@@ -31,6 +31,36 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_workers")),
     )
+    op.create_table(
+        "payment_events",
+        sa.Column("gateway", sa.String(length=32), nullable=False),
+        sa.Column("event_id", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("reference", sa.String(length=255), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("topup_id", sa.String(length=26), nullable=True),
+        sa.Column("paid", sa.Boolean(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=True),
+        sa.Column("detail", sa.String(length=500), nullable=True),
+        sa.Column(
+            "payload",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "received_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "processed_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_events")),
+        sa.UniqueConstraint("gateway", "event_id", name=op.f("uq_payment_events_gateway_event_id")),
+    )
+    with op.batch_alter_table("payment_events", schema=None) as batch_op:
+        batch_op.create_index("ix_payment_events_status", ["status"], unique=False)
+
     op.create_table(
         "platform_config",
         sa.Column("key", sa.String(length=32), nullable=False),
@@ -270,6 +300,54 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "invoice_counters",
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("last_number", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_invoice_counters_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_invoice_counters")),
+    )
+    op.create_table(
+        "invoices",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("subtotal", sa.BigInteger(), nullable=False),
+        sa.Column("tax", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("source_id", sa.String(length=64), nullable=False),
+        sa.Column("payment_method", sa.String(length=32), nullable=True),
+        sa.Column("payment_reference", sa.String(length=255), nullable=True),
+        sa.Column("due_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("paid_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("voided_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_invoices_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invoices")),
+        sa.UniqueConstraint("tenant_id", "number", name=op.f("uq_invoices_tenant_id_number")),
+        sa.UniqueConstraint(
+            "tenant_id", "source", "source_id", name=op.f("uq_invoices_tenant_id_source_source_id")
+        ),
+    )
+    with op.batch_alter_table("invoices", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_invoices_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_invoices_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
         "jobs",
         sa.Column("tenant_id", sa.String(length=26), nullable=True),
         sa.Column("type", sa.String(length=100), nullable=False),
@@ -397,6 +475,41 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("locations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_locations_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
+        "payment_topups",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("gateway", sa.String(length=32), nullable=False),
+        sa.Column("method", sa.String(length=32), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("gateway_reference", sa.String(length=255), nullable=False),
+        sa.Column("payment_url", sa.String(length=2048), nullable=False),
+        sa.Column("paid_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("paid_event_id", sa.String(length=26), nullable=True),
+        sa.Column("ledger_transaction_id", sa.String(length=26), nullable=True),
+        sa.Column("invoice_id", sa.String(length=26), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_payment_topups_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_topups")),
+        sa.UniqueConstraint(
+            "gateway", "gateway_reference", name=op.f("uq_payment_topups_gateway_gateway_reference")
+        ),
+    )
+    with op.batch_alter_table("payment_topups", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_payment_topups_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_payment_topups_user_id"), ["user_id"], unique=False)
 
     op.create_table(
         "roles",
@@ -806,6 +919,36 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_external_identities_user_id"), ["user_id"], unique=False
         )
+
+    op.create_table(
+        "invoice_lines",
+        sa.Column("invoice_id", sa.String(length=26), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("unit_amount", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"],
+            ["invoices.id"],
+            name=op.f("fk_invoice_lines_invoice_id_invoices"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_invoice_lines_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invoice_lines")),
+    )
+    with op.batch_alter_table("invoice_lines", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_invoice_lines_invoice_id"), ["invoice_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_invoice_lines_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "ledger_entries",
@@ -1878,6 +2021,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_ledger_entries_account_created")
 
     op.drop_table("ledger_entries")
+    with op.batch_alter_table("invoice_lines", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoice_lines_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_invoice_lines_invoice_id"))
+
+    op.drop_table("invoice_lines")
     with op.batch_alter_table("external_identities", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_external_identities_user_id"))
         batch_op.drop_index(batch_op.f("ix_external_identities_tenant_id"))
@@ -1938,6 +2086,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_roles_tenant_id"))
 
     op.drop_table("roles")
+    with op.batch_alter_table("payment_topups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payment_topups_user_id"))
+        batch_op.drop_index(batch_op.f("ix_payment_topups_tenant_id"))
+
+    op.drop_table("payment_topups")
     with op.batch_alter_table("locations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_locations_tenant_id"))
 
@@ -1959,6 +2112,12 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_status_run_at")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("invoices", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_invoices_user_id"))
+        batch_op.drop_index(batch_op.f("ix_invoices_tenant_id"))
+
+    op.drop_table("invoices")
+    op.drop_table("invoice_counters")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
@@ -1993,4 +2152,8 @@ def downgrade() -> None:
     op.drop_table("tenants")
     op.drop_table("signing_keys")
     op.drop_table("platform_config")
+    with op.batch_alter_table("payment_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_payment_events_status")
+
+    op.drop_table("payment_events")
     op.drop_table("job_workers")

@@ -1,0 +1,1 @@
+"""Invoices: numbered per tenant when paid, with lines, totals and a PDF."""

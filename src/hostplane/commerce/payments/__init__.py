@@ -1,0 +1,1 @@
+"""Credit top-ups through payment gateways and the gateways' signed webhooks."""

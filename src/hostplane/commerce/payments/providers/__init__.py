@@ -1,0 +1,1 @@
+"""Payment gateway adapters: one Protocol (``base``) and one module per gateway."""
