@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
+from hostplane.commerce.catalog.router import router as catalog_router
+from hostplane.commerce.subscriptions.router import router as subscriptions_router
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
@@ -75,6 +77,8 @@ API_ROUTERS: list[APIRouter] = [
     locations_router,
     nodes_router,
     templates_router,
+    # Before the servers' routes: /api/servers/deploy is a literal beside {server_id}.
+    subscriptions_router,
     servers_router,
     files_router,
     backups_router,
@@ -86,6 +90,7 @@ API_ROUTERS: list[APIRouter] = [
     databases_router,
     alerts_router,
     webhooks_router,
+    catalog_router,
     system_router,
 ]
 

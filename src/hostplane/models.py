@@ -1,5 +1,7 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
+from hostplane.commerce.catalog.models import Plan  # noqa: F401 - registers the table
+from hostplane.commerce.subscriptions.models import ServerSubscription  # noqa: F401 - registers the table
 from hostplane.core.db.base import Base
 from hostplane.identity.access.models import ResourceGrant
 from hostplane.identity.api_keys.models import ApiKey  # noqa: F401 - registers the table

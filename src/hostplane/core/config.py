@@ -180,6 +180,17 @@ class AlertSettings(BaseModel):
         return value
 
 
+class BillingSettings(BaseModel):
+    """Plans bought with the wallet: expiry and provisioning (``HOSTPLANE_BILLING__*``)."""
+
+    # A server whose term ended is suspended this long after the end, and deleted
+    # ``expiry_grace_hours`` after the end; renewing before the deletion unsuspends it.
+    suspend_after_hours: float = Field(default=0.0, ge=0, le=24 * 365)
+    expiry_grace_hours: float = Field(default=72.0, ge=0, le=24 * 365)
+    # Installs of a deployed server tried before the deploy is refunded.
+    provision_attempts: int = Field(default=3, ge=1, le=20)
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -310,6 +321,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,1 @@
+"""Commerce: the wallet, the plan catalogue, server terms, payments."""
