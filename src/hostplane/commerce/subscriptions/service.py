@@ -227,6 +227,9 @@ async def deploy(
     """Charge the plan, place the server, queue its install (see the module's text)."""
     if principal.user_id is None or principal.tenant_id is None:
         raise Forbidden("Only users buy servers")
+    if not principal.within_scopes("server.create"):
+        # An API key spends its creator's money only when it was minted for that.
+        raise Forbidden("This API key may not buy servers", details={"scope": "server.create"})
     plan = await catalog.get_plan(session, plan_id, active_only=True)
     now = utcnow()
     subscription = ServerSubscription(
