@@ -40,16 +40,16 @@ async def renew(
 ) -> tuple[Server, ServerSubscription]:
     """One more period at the plan's current price, from the end of the term (or from now
     when it already ended); a server the expiry suspended is unsuspended."""
-    server, subscription = await load_term(session, principal, server_id)
+    server, subscription, buyer = await load_term(session, principal, server_id)
     if subscription.status == "provisioning":
         raise Conflict("The server is still being set up", details={"status": "provisioning"})
     plan = await catalog.get_plan(session, subscription.plan_id)
     number = subscription.renewals + 1
-    if plan.price > 0 and subscription.user_id is not None:
+    if plan.price > 0:
         await wallet.debit(
             session,
             tenant_id=subscription.tenant_id,
-            user_id=subscription.user_id,
+            user_id=buyer,
             currency=plan.currency_type,
             amount=plan.price,
             kind="server.renew",
@@ -97,7 +97,7 @@ async def change_plan(
     rest charged in its own. The new limits need room on the server's node
     (400 otherwise, and nothing is charged).
     """
-    server, subscription = await load_term(session, principal, server_id)
+    server, subscription, payer = await load_term(session, principal, server_id)
     if subscription.status != "active":
         raise Conflict(
             "Only a server whose term runs can change plan (renew a suspended one first)",
@@ -123,8 +123,7 @@ async def change_plan(
         charge, credit = cost, worth
     number = subscription.changes + 1
     key = f"plan-change:{subscription.id}:{number}"
-    payer = subscription.user_id
-    if charge > 0 and payer is not None:
+    if charge > 0:
         await wallet.debit(
             session,
             tenant_id=subscription.tenant_id,
@@ -137,7 +136,7 @@ async def change_plan(
             reference=f"subscription:{subscription.id}",
             memo=f"Server {server.name} to plan {plan.name} for {seconds} s",
         )
-    if credit > 0 and payer is not None:
+    if credit > 0:
         await wallet.credit(
             session,
             tenant_id=subscription.tenant_id,
@@ -170,8 +169,8 @@ async def change_plan(
     return PlanChange(
         server=server,
         subscription=subscription,
-        charged=charge if payer is not None else 0,
-        credited=credit if payer is not None else 0,
+        charged=charge,
+        credited=credit,
         limits_applied=applied,
     )
 

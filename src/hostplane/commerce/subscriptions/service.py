@@ -99,19 +99,21 @@ async def for_server(
 
 async def load_term(
     session: AsyncSession, principal: Principal, server_id: str
-) -> tuple[Server, ServerSubscription]:
-    """The server (404 as the server routes answer) and its term, locked, if the caller
-    bought it or holds ``billing.write``; 409 ``NO_PLAN`` for a server without a plan."""
+) -> tuple[Server, ServerSubscription, str]:
+    """The server (404 as the server routes answer), its term, locked, and its buyer, if
+    the caller is the buyer or holds ``billing.write``; 409 ``NO_PLAN`` without a plan."""
     server = await servers.load_for(session, principal, server_id, ("server.read",))
     subscription = await for_server(session, server.id, for_update=True)
     if subscription is None or subscription.status not in HOLDING:
         raise NotOnPlan(server.id)
+    if subscription.user_id is None:
+        raise Conflict("The account that bought this server is gone; its term cannot change")
     if subscription.user_id != principal.user_id and not principal.has("billing.write"):
         raise Forbidden(
             "Only the buyer renews or changes a server's plan",
             details={"permission": "billing.write"},
         )
-    return server, subscription
+    return server, subscription, subscription.user_id
 
 
 async def _terms(
