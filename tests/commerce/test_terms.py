@@ -4,12 +4,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.commerce.subscriptions import expiry
 from hostplane.commerce.subscriptions.models import ServerSubscription
 from hostplane.core.clock import utcnow
 from hostplane.platform.jobs.worker import Worker
+from hostplane.platform.webhooks.models import WebhookEvent
 from tests.commerce.conftest import Shop, deploy_body
 
 
@@ -147,6 +149,12 @@ async def test_expiry_suspends_then_deletes_and_a_renewal_in_the_grace_unsuspend
     client: httpx.AsyncClient, db: AsyncSession, shop: Shop
 ) -> None:
     shop.runtime.settings.billing.expiry_grace_hours = 48
+    hooked = await client.post(
+        "/api/webhooks",
+        json={"url": "https://hooks.example.com/in", "events": ["subscription.*"]},
+        headers=shop.operator.headers,
+    )
+    assert hooked.status_code == 201, hooked.text
     plan = await shop.plan(client, price=10, periodDays=1)
     await shop.fund(shop.customer, "coins", 100)
     kept = await _deployed(client, shop, plan)
@@ -185,6 +193,19 @@ async def test_expiry_suspends_then_deletes_and_a_renewal_in_the_grace_unsuspend
     assert followed.json()["data"]["status"] == "ended"
     still = await client.get(f"/api/servers/{kept['serverId']}", headers=shop.customer.headers)
     assert still.status_code == 200 and still.json()["data"]["status"] == "stopped"
+    # Each transition once, and to webhooks: two expiries, one renewal, one end.
+    await db.commit()
+    sent = (await db.scalars(select(WebhookEvent.type))).all()
+    assert sorted(
+        t
+        for t in sent
+        if t in ("subscription.expired", "subscription.renewed", "subscription.ended")
+    ) == [
+        "subscription.ended",
+        "subscription.expired",
+        "subscription.expired",
+        "subscription.renewed",
+    ]
     await db.commit()
 
 
