@@ -77,6 +77,15 @@ CASES: list[Case] = [
     case("POST", "/api/jobs/{fresh_failed_job_id}/retry", owner=403, other_user=403, api_key=403, admin=200, foreign=404, admin_access=200),
     case("GET", "/api/admin/audit-logs", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
     case("GET", "/api/audit", owner=403, other_user=403, api_key=403, admin=200, foreign=200, admin_read=200, admin_access=200),
+    # commerce: wallets (a user's own), rewards, operator adjustments (billing.write)
+    case("GET", "/api/economy/wallet", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/economy/transactions", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("POST", "/api/economy/earn/daily", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    case("GET", "/api/economy/earn/referral", owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("POST", "/api/economy/earn/referral", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
+    # 402: past authorization, refused because a new wallet holds no credits.
+    case("POST", "/api/billing/convert", body={"credits": 1}, owner=402, other_user=402, api_key=403, admin=402, foreign=402),
+    case("POST", "/api/admin/users/{target_user_id}/balance", body={"amount": 5, "currency": "coins", "reason": "goodwill"}, owner=403, other_user=403, api_key=403, admin=403, foreign=403, admin_access=200),
     # platform: webhooks (the tenant's admins) and system routes (admins)
     case("GET", "/api/webhooks", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
     case("POST", "/api/webhooks", body={"url": "https://hooks.example.com/in", "events": ["*"]}, owner=403, other_user=403, api_key=403, admin=201, foreign=201),

@@ -254,3 +254,50 @@ def test_admin_create_prepares_a_fresh_folder_like_up(tmp_path: Path) -> None:
     assert config.stat().st_mode & 0o777 == 0o600
     assert "secret_key" in config.read_text()
     assert (folder / "hostplane.db").exists()
+
+
+def test_ledger_verify_checks_balances_against_entries(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    from hostplane.app import build_runtime
+    from hostplane.commerce.wallet import service as wallet
+    from hostplane.core.config import load_settings
+    from hostplane.identity.tenants.service import ensure_default_tenant
+    from tests.support.factories import make_user
+
+    assert run("migrate", data_dir=tmp_path).returncode == 0
+    empty = run("ledger", "verify", data_dir=tmp_path)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == "ok: 0 movements on 0 accounts balance"
+
+    async def spend() -> None:
+        runtime = build_runtime(load_settings(data_dir=tmp_path, secret_key=TEST_SECRET))
+        try:
+            async with runtime.unit_of_work() as session:
+                tenant = await ensure_default_tenant(session)
+                user = await make_user(session, tenant=tenant)
+                for n, amount in enumerate((50, -20)):
+                    await wallet.move(
+                        session,
+                        tenant_id=tenant.id,
+                        user_id=user.id,
+                        currency="coins",
+                        amount=amount,
+                        kind="test",
+                        key=f"move:{n}",
+                        system="rewards",
+                    )
+        finally:
+            await runtime.engine.dispose()
+
+    asyncio.run(spend())
+    good = run("ledger", "verify", data_dir=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == "ok: 2 movements on 2 accounts balance"
+
+    database = next(tmp_path.glob("*.db"))
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE ledger_accounts SET balance = 999 WHERE owner <> 'system'")
+    bad = run("ledger", "verify", data_dir=tmp_path)
+    assert_one_line_error(bad, "holds 999 but its entries sum to 30")

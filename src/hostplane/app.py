@@ -15,7 +15,9 @@ from sqlalchemy.exc import DBAPIError
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
 from hostplane.commerce.catalog.router import router as catalog_router
+from hostplane.commerce.rewards.router import router as rewards_router
 from hostplane.commerce.subscriptions.router import router as subscriptions_router
+from hostplane.commerce.wallet.router import router as wallet_router
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
 from hostplane.core.db.session import create_session_factory
@@ -92,6 +94,8 @@ API_ROUTERS: list[APIRouter] = [
     webhooks_router,
     catalog_router,
     system_router,
+    wallet_router,
+    rewards_router,
 ]
 
 
@@ -100,8 +104,8 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(
         settings=settings,
         engine=engine,
-        sessions=create_session_factory(engine),
-        read_sessions=create_session_factory(read_only(engine)),
+        sessions=create_session_factory(engine, settings=settings),
+        read_sessions=create_session_factory(read_only(engine), settings=settings),
         bus=create_bus(settings),
         rate_limiter=create_rate_limiter(settings),
         authenticate=authenticate,

@@ -332,6 +332,24 @@ def templates_import(
     out.print(_in_transaction(settings, create))
 
 
+ledger_cli = typer.Typer(help="The money ledger.", no_args_is_help=True)
+cli.add_typer(ledger_cli, name="ledger")
+
+
+@ledger_cli.command("verify")
+def ledger_verify(data_dir: DataDirOption = None) -> None:
+    """Check that every movement sums to zero and every balance equals its entries."""
+    from hostplane.commerce.ledger.verify import verify
+
+    settings = _settings(data_dir)
+    _run(_check_database(settings))
+    report = _in_transaction(settings, verify)
+    if not report.ok:
+        more = len(report.problems) - 1
+        _fail(report.problems[0] + (f" (and {more} more problems)" if more else ""))
+    out.print(f"ok: {report.transactions} movements on {report.accounts} accounts balance")
+
+
 keys_cli = typer.Typer(help="The keys that sign access tokens.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

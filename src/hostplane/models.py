@@ -1,6 +1,16 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
 from hostplane.commerce.catalog.models import Plan  # noqa: F401 - registers the table
+from hostplane.commerce.ledger.models import (  # noqa: F401 - registers the tables
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+)
+from hostplane.commerce.rewards.models import (  # noqa: F401 - registers the tables
+    DailyReward,
+    Referral,
+    ReferralCode,
+)
 from hostplane.commerce.subscriptions.models import ServerSubscription  # noqa: F401 - registers the table
 from hostplane.core.db.base import Base
 from hostplane.identity.access.models import ResourceGrant
@@ -32,6 +42,7 @@ from hostplane.platform.audit.models import (  # noqa: F401 - registers the tabl
     AuditCheckpoint,
     AuditLog,
 )
+from hostplane.platform.idempotency.models import IdempotencyRecord  # noqa: F401 - registers the table
 from hostplane.platform.jobs.models import Job, JobWorker
 from hostplane.platform.system import recorder as _system_recorder  # noqa: F401 - logs queue events at commit
 from hostplane.platform.system.models import SystemEvent  # noqa: F401 - registers the table

@@ -114,3 +114,21 @@ async def test_an_install_that_fails_for_good_is_refunded_and_the_server_removed
         f"/api/servers/{deployed.json()['data']['serverId']}", headers=shop.customer.headers
     )
     assert server.status_code == 404
+
+
+async def test_a_repeated_deploy_with_the_same_key_buys_once(
+    client: httpx.AsyncClient, db: AsyncSession, shop: Shop
+) -> None:
+    plan = await shop.plan(client, price=30)
+    await shop.fund(shop.customer, "coins", 100)
+    headers = shop.customer.headers | {"Idempotency-Key": "buy-once"}
+    first = await client.post("/api/servers/deploy", json=deploy_body(plan), headers=headers)
+    again = await client.post("/api/servers/deploy", json=deploy_body(plan), headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert (await shop.balances(shop.customer)).coins == 70
+    other_body = await client.post(
+        "/api/servers/deploy", json=deploy_body(plan, name="another"), headers=headers
+    )
+    assert other_body.status_code == 409
+    assert other_body.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"

@@ -56,7 +56,7 @@ async def test_a_customer_buys_renews_and_pays_in_coins(
         user, token = await register(deployment)
         funded = await ops.post(
             f"/api/admin/users/{user['id']}/balance",
-            json={"amount": 2 * PRICE + 20, "currency": "coins"},
+            json={"amount": 2 * PRICE + 20, "currency": "coins", "reason": "Welcome coins"},
         )
         assert funded.status_code in (200, 201), funded.text
 

@@ -1,1 +1,1 @@
-"""Commerce: the wallet, the plan catalogue, server terms, payments."""
+"""Money: the ledger, wallets, rewards, the catalogue, payments and invoices."""

@@ -191,6 +191,14 @@ class BillingSettings(BaseModel):
     provision_attempts: int = Field(default=3, ge=1, le=20)
 
 
+class EconomySettings(BaseModel):
+    """The wallet's two currencies: coins are earned, credits are bought."""
+
+    # ISO 4217 code of credits. Fixed for the life of an installation: balances
+    # are kept in its minor units.
+    credits_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose tokens ``POST /api/auth/sync`` accepts."""
 
@@ -322,6 +330,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    economy: EconomySettings = Field(default_factory=EconomySettings)
 
     @classmethod
     def settings_customise_sources(

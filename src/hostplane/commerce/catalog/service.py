@@ -23,31 +23,34 @@ from hostplane.infra.locations import service as locations
 from hostplane.infra.nodes import service as nodes
 from hostplane.infra.templates import service as templates
 
-COINS = "COINS"
-
 
 class PlanNotFound(NotFound):
     def __init__(self, plan_id: str) -> None:
         super().__init__("plan", plan_id)
 
 
-def currency_code(currency_type: str) -> str:
+def as_currency(currency_type: str) -> wallet.Currency:
+    """A stored currency type as the wallet's type (rows hold only these two)."""
+    return "coins" if currency_type == "coins" else "credits"
+
+
+def currency_code(session: AsyncSession, currency_type: str) -> str:
     """The money code of a wallet currency: ``COINS`` (whole) or the credits' ISO code."""
-    return COINS if currency_type == "coins" else wallet.credits_currency()
+    return wallet.currency_code(session, as_currency(currency_type))
 
 
-def price_in_minor(price: Decimal, currency_type: str) -> int:
+def price_in_minor(session: AsyncSession, price: Decimal, currency_type: str) -> int:
     try:
-        return money.to_minor(price, currency_code(currency_type))
+        return money.to_minor(price, currency_code(session, currency_type))
     except money.MoneyError as exc:
         raise ValidationFailed(
             str(exc), details={"fields": [{"field": "price", "message": str(exc)}]}
         ) from exc
 
 
-def shown(minor: int, currency_type: str) -> int | float:
+def shown(session: AsyncSession, minor: int, currency_type: str) -> int | float:
     """A price as the JSON number clients see (credits with decimals, coins whole)."""
-    return money.to_json_number(minor, currency_code(currency_type))
+    return money.to_json_number(minor, currency_code(session, currency_type))
 
 
 async def list_plans(session: AsyncSession, *, include_retired: bool) -> Sequence[Plan]:
@@ -101,7 +104,7 @@ def _flatten(changes: Mapping[str, Any]) -> dict[str, Any]:
 async def create_plan(session: AsyncSession, values: Mapping[str, Any]) -> Plan:
     flat = _flatten(values)
     await _check_references(session, flat)
-    flat["price"] = price_in_minor(flat["price"], flat["currency_type"])
+    flat["price"] = price_in_minor(session, flat["price"], flat["currency_type"])
     flat["location_ids"] = list(dict.fromkeys(flat.get("location_ids") or []))
     flat["node_ids"] = list(dict.fromkeys(flat.get("node_ids") or []))
     plan = Plan(**flat)
@@ -118,7 +121,7 @@ async def update_plan(session: AsyncSession, plan_id: str, changes: Mapping[str,
     await _check_references(session, flat)
     currency_type = flat.get("currency_type", plan.currency_type)
     if "price" in flat:
-        flat["price"] = price_in_minor(flat["price"], currency_type)
+        flat["price"] = price_in_minor(session, flat["price"], currency_type)
     elif currency_type != plan.currency_type:
         raise ValidationFailed(
             "Give the price in the new currency when the currency changes",

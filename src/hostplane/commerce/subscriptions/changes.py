@@ -50,7 +50,7 @@ async def renew(
             session,
             tenant_id=subscription.tenant_id,
             user_id=buyer,
-            currency=plan.currency_type,
+            currency=catalog.as_currency(plan.currency_type),
             amount=plan.price,
             kind="server.renew",
             key=f"renew:{subscription.id}:{number}",
@@ -128,7 +128,7 @@ async def change_plan(
             session,
             tenant_id=subscription.tenant_id,
             user_id=payer,
-            currency=plan.currency_type,
+            currency=catalog.as_currency(plan.currency_type),
             amount=charge,
             kind="server.upgrade",
             key=key,
@@ -141,7 +141,7 @@ async def change_plan(
             session,
             tenant_id=subscription.tenant_id,
             user_id=payer,
-            currency=subscription.currency_type,
+            currency=catalog.as_currency(subscription.currency_type),
             amount=credit,
             kind="server.downgrade",
             key=f"{key}:credit",
@@ -182,11 +182,13 @@ class ExtraPort:
     charged: int
 
 
-def extra_port_price(currency_type: str, *, coins: int, credits: Decimal) -> int:
+def extra_port_price(
+    session: AsyncSession, currency_type: str, *, coins: int, credits: Decimal
+) -> int:
     """The configured price of one extra port in minor units of ``currency_type``."""
     if currency_type == "coins":
         return coins
-    return money.to_minor(credits, wallet.credits_currency())
+    return money.to_minor(credits, wallet.credits_currency(session))
 
 
 async def add_paid_port(
@@ -207,14 +209,14 @@ async def add_paid_port(
     server = await servers.get_server(session, server_id)
     subscription = await for_server(session, server.id)
     currency_type = subscription.currency_type if subscription is not None else "credits"
-    amount = extra_port_price(currency_type, coins=coins, credits=credits)
+    amount = extra_port_price(session, currency_type, coins=coins, credits=credits)
     payer = server.owner_id or principal.user_id
     if amount > 0 and payer is not None:
         await wallet.debit(
             session,
             tenant_id=server.tenant_id,
             user_id=payer,
-            currency=currency_type,
+            currency=catalog.as_currency(currency_type),
             amount=amount,
             kind="server.extra_allocation",
             key=f"extra-allocation:{new_id()}",

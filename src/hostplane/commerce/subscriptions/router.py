@@ -25,7 +25,7 @@ from hostplane.core.http.deps import Authenticated, RuntimeDep, SessionDep
 from hostplane.core.http.envelope import Envelope, ok
 from hostplane.infra.servers import service as servers
 from hostplane.platform.admin import live as live_config
-from hostplane.platform.idempotency import IdempotencyKey, replayable
+from hostplane.platform.idempotency.http import IdempotencyKey, replayable
 
 router = APIRouter(tags=["servers"])
 
@@ -40,7 +40,7 @@ async def deploy(
     session: SessionDep,
     runtime: RuntimeDep,
     principal: Authenticated,
-    key: IdempotencyKey,
+    key: IdempotencyKey = None,
 ) -> Any:
     """Buy a server on a plan: the plan's price is debited in its currency (402
     ``INSUFFICIENT_FUNDS`` when the balance is short) and the server is placed on a node
@@ -70,15 +70,15 @@ async def deploy(
                 expires_at=done.subscription.expires_at,
                 subscription=_subscription(done.subscription),
                 job_id=done.job_id,
-                charged=catalog.shown(done.plan.price, done.plan.currency_type),
+                charged=catalog.shown(session, done.plan.price, done.plan.currency_type),
             )
         )
-        return slot.keep(out)
+        return slot.keep(out, status_code=201)
 
 
 @router.post("/api/servers/{server_id}/renew", response_model=Envelope[RenewOut])
 async def renew(
-    server_id: str, session: SessionDep, principal: Authenticated, key: IdempotencyKey
+    server_id: str, session: SessionDep, principal: Authenticated, key: IdempotencyKey = None
 ) -> Any:
     """Extend the term by one period at the plan's current price, in its currency (402
     when short). A server suspended because its term ended is unsuspended. The buyer, or
@@ -94,8 +94,8 @@ async def renew(
                 server_id=server.id,
                 status=server.status,
                 expires_at=subscription.expires_at,
-                charged=catalog.shown(subscription.price, subscription.currency_type),
-                currency_type="coins" if subscription.currency_type == "coins" else "credits",
+                charged=catalog.shown(session, subscription.price, subscription.currency_type),
+                currency_type=catalog.as_currency(subscription.currency_type),
                 subscription=_subscription(subscription),
             )
         )
@@ -108,7 +108,7 @@ async def upgrade(
     body: UpgradeBody,
     session: SessionDep,
     principal: Authenticated,
-    key: IdempotencyKey,
+    key: IdempotencyKey = None,
 ) -> Any:
     """Switch the server to another plan of the same template for the rest of its term:
     the difference for the remaining seconds is charged, or credited back on a downgrade.
@@ -130,8 +130,8 @@ async def upgrade(
                 plan=plan.name,
                 plan_id=plan.id,
                 expires_at=change.subscription.expires_at,
-                charged=catalog.shown(change.charged, plan.currency_type),
-                credited=catalog.shown(change.credited, old_currency),
+                charged=catalog.shown(session, change.charged, plan.currency_type),
+                credited=catalog.shown(session, change.credited, old_currency),
                 limits_applied="live" if change.limits_applied == "live" else "next_start",
                 allocated_memory_mb=server.allocated_memory_mb,
                 allocated_cpu_cores=server.allocated_cpu_cores,
@@ -153,7 +153,7 @@ async def auto_allocate(
     session: SessionDep,
     runtime: RuntimeDep,
     principal: Authenticated,
-    key: IdempotencyKey,
+    key: IdempotencyKey = None,
 ) -> Any:
     """Assign the lowest free port of the node's pool (server stopped), charged at the
     runtime configuration's ``prices.extraAllocation`` in the server's plan currency
@@ -178,11 +178,11 @@ async def auto_allocate(
                 is_primary=allocation.is_primary,
                 ip=node.public_address,
                 port=allocation.host_port,
-                charged=catalog.shown(added.charged, added.currency_type),
-                currency_type="coins" if added.currency_type == "coins" else "credits",
+                charged=catalog.shown(session, added.charged, added.currency_type),
+                currency_type=catalog.as_currency(added.currency_type),
             )
         )
-        return slot.keep(out)
+        return slot.keep(out, status_code=201)
 
 
 @router.get("/api/subscriptions/{subscription_id}", response_model=Envelope[SubscriptionOut])

@@ -252,7 +252,7 @@ async def deploy(
             session,
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
-            currency=plan.currency_type,
+            currency=catalog.as_currency(plan.currency_type),
             amount=plan.price,
             kind="server.deploy",
             key=key,

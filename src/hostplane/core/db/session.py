@@ -65,10 +65,24 @@ class RetryingSession(AsyncSession):
         return await self._first_retried(super().get, *args, **kw)
 
 
-def create_session_factory(engine: AsyncEngine) -> SessionFactory:
+_SETTINGS = "hostplane.settings"
+
+
+def create_session_factory(engine: AsyncEngine, *, settings: Any = None) -> SessionFactory:
+    """Sessions on ``engine``; ``settings`` rides along for services that need a
+    process setting (the credits currency) without a runtime at hand."""
     return async_sessionmaker(
-        engine, class_=RetryingSession, expire_on_commit=False, autoflush=True
+        engine,
+        class_=RetryingSession,
+        expire_on_commit=False,
+        autoflush=True,
+        info={_SETTINGS: settings} if settings is not None else None,
     )
+
+
+def session_settings(session: AsyncSession | Session) -> Any:
+    """The settings the session's factory was made with, or ``None``."""
+    return session.info.get(_SETTINGS)
 
 
 def record_event(

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from hostplane.commerce.wallet.router import wallet_out
 from hostplane.core.errors import Forbidden, Unauthorized
 from hostplane.core.http.deps import PrincipalDep, RuntimeDep, SessionDep, client_ip, require
 from hostplane.core.http.envelope import Empty, Envelope, ok
@@ -130,6 +131,7 @@ async def me(session: SessionDep, principal: Authenticated) -> Envelope[AuthUser
     described = await describe_user(session, user)
     if principal.kind == "api_key":
         described["permissions"] = sorted(principal.permissions)
+    described["wallet"] = await wallet_out(session, tenant_id=user.tenant_id, user_id=user.id)
     return ok(AuthUser.model_validate(described))
 
 

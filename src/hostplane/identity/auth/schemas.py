@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from hostplane.commerce.wallet.schemas import WalletOut
 from hostplane.core.schemas import ApiInput, ApiModel
 
 
@@ -68,6 +69,9 @@ class AuthUser(ApiModel):
     two_factor_enabled: bool
     status: str
     created_at: datetime
+    wallet: WalletOut | None = Field(
+        default=None, description="QeinTech's dual balance: coins and credits."
+    )
 
 
 class Session(ApiModel):

@@ -81,12 +81,39 @@ class ResourceDefaults(ApiModel):
     disk_mb: int = Field(default=10_240, ge=16, le=100_000_000)
 
 
+class Economy(ApiModel):
+    """What activity earns and what credits buy in coins."""
+
+    daily_reward_coins: int = Field(default=10, ge=0, le=MAX_COINS)
+    daily_streak_bonus_coins: int = Field(
+        default=0, ge=0, le=MAX_COINS, description="Added per day of an unbroken streak."
+    )
+    daily_streak_max_days: int = Field(
+        default=7, ge=1, le=365, description="The streak bonus stops growing after this."
+    )
+    referral_referrer_coins: int = Field(default=100, ge=0, le=MAX_COINS)
+    referral_referred_coins: int = Field(default=50, ge=0, le=MAX_COINS)
+    referral_clears_on: Literal["first_credit_purchase", "claim"] = Field(
+        default="first_credit_purchase",
+        description="When a referral's rewards are paid: the referred user's first credit "
+        "purchase, or at once when the code is claimed.",
+    )
+    coins_per_credit: int = Field(
+        default=100,
+        ge=0,
+        le=MAX_COINS,
+        description="Coins one whole credit converts to (0 turns conversion off). "
+        "Credits never convert back.",
+    )
+
+
 class RuntimeConfig(ApiModel):
     maintenance: Maintenance = Field(default_factory=Maintenance)
     registration: Registration = Field(default_factory=Registration)
     prices: Prices = Field(default_factory=Prices)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     default_limits: ResourceDefaults = Field(default_factory=ResourceDefaults)
+    economy: Economy = Field(default_factory=Economy)
 
 
 def defaults_from(settings: Settings) -> RuntimeConfig:
@@ -142,6 +169,16 @@ class ResourceDefaultsPatch(ApiInput):
     disk_mb: int | None = Field(default=None, ge=16, le=100_000_000)
 
 
+class EconomyPatch(ApiInput):
+    daily_reward_coins: int | None = Field(default=None, ge=0, le=MAX_COINS)
+    daily_streak_bonus_coins: int | None = Field(default=None, ge=0, le=MAX_COINS)
+    daily_streak_max_days: int | None = Field(default=None, ge=1, le=365)
+    referral_referrer_coins: int | None = Field(default=None, ge=0, le=MAX_COINS)
+    referral_referred_coins: int | None = Field(default=None, ge=0, le=MAX_COINS)
+    referral_clears_on: Literal["first_credit_purchase", "claim"] | None = None
+    coins_per_credit: int | None = Field(default=None, ge=0, le=MAX_COINS)
+
+
 class ConfigPatch(ApiInput):
     """Only the fields given change; ``null`` is refused (a setting always has a value)."""
 
@@ -150,6 +187,7 @@ class ConfigPatch(ApiInput):
     prices: PricesPatch | None = None
     rate_limits: RateLimitsPatch | None = None
     default_limits: ResourceDefaultsPatch | None = None
+    economy: EconomyPatch | None = None
 
     def changes(self) -> dict[str, Any]:
         """The given fields, snake_case, nested (explicit nulls are refused by the route)."""

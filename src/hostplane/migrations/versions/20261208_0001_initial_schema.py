@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-08 00:06:43.008844
+Create Date: 2026-12-08 00:22:41.277630
 """
 
 from collections.abc import Sequence
@@ -232,6 +232,44 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "idempotency_keys",
+        sa.Column("caller", sa.String(length=80), nullable=False),
+        sa.Column("scope", sa.String(length=64), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column(
+            "response",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_idempotency_keys_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "caller",
+            "scope",
+            "key",
+            name=op.f("uq_idempotency_keys_tenant_id_caller_scope_key"),
+        ),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_idempotency_keys_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
         "jobs",
         sa.Column("tenant_id", sa.String(length=26), nullable=True),
         sa.Column("type", sa.String(length=100), nullable=False),
@@ -273,6 +311,74 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_jobs_target_id"), ["target_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_tenant_id"), ["tenant_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_type"), ["type"], unique=False)
+
+    op.create_table(
+        "ledger_accounts",
+        sa.Column("owner", sa.String(length=40), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("currency", sa.String(length=8), nullable=False),
+        sa.Column("balance", sa.BigInteger(), nullable=False),
+        sa.Column("allow_negative", sa.Boolean(), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.CheckConstraint(
+            "allow_negative OR balance >= 0", name=op.f("ck_ledger_accounts_not_overdrawn")
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_ledger_accounts_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_accounts")),
+        sa.UniqueConstraint(
+            "tenant_id", "owner", "name", name=op.f("uq_ledger_accounts_tenant_id_owner_name")
+        ),
+    )
+    with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_ledger_accounts_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "ledger_transactions",
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("reference", sa.String(length=200), nullable=True),
+        sa.Column("memo", sa.String(length=500), nullable=True),
+        sa.Column("reverses_id", sa.String(length=26), nullable=True),
+        sa.Column("actor_user_id", sa.String(length=40), nullable=True),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["reverses_id"],
+            ["ledger_transactions.id"],
+            name=op.f("fk_ledger_transactions_reverses_id_ledger_transactions"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_ledger_transactions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_transactions")),
+        sa.UniqueConstraint("reverses_id", name=op.f("uq_ledger_transactions_reverses_id")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "idempotency_key",
+            name=op.f("uq_ledger_transactions_tenant_id_idempotency_key"),
+        ),
+    )
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ledger_transactions_kind"), ["kind"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_ledger_transactions_reference"), ["reference"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_ledger_transactions_tenant_id"), ["tenant_id"], unique=False
+        )
 
     op.create_table(
         "locations",
@@ -637,6 +743,34 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_auth_sessions_user_id"), ["user_id"], unique=False)
 
     op.create_table(
+        "daily_rewards",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column(
+            "last_claimed_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("claims", sa.Integer(), nullable=False),
+        sa.Column("streak", sa.Integer(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_daily_rewards_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_daily_rewards_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_daily_rewards")),
+        sa.UniqueConstraint("user_id", name=op.f("uq_daily_rewards_user_id")),
+    )
+    with op.batch_alter_table("daily_rewards", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_daily_rewards_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "external_identities",
         sa.Column("user_id", sa.String(length=26), nullable=False),
         sa.Column("issuer", sa.String(length=500), nullable=False),
@@ -671,6 +805,46 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_external_identities_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
+        "ledger_entries",
+        sa.Column("transaction_id", sa.String(length=26), nullable=False),
+        sa.Column("account_id", sa.String(length=26), nullable=False),
+        sa.Column("currency", sa.String(length=8), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("balance_after", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.CheckConstraint("amount <> 0", name=op.f("ck_ledger_entries_moves_something")),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["ledger_accounts.id"],
+            name=op.f("fk_ledger_entries_account_id_ledger_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_ledger_entries_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+            name=op.f("fk_ledger_entries_transaction_id_ledger_transactions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entries")),
+    )
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_ledger_entries_account_created", ["account_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_ledger_entries_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_ledger_entries_transaction_id"), ["transaction_id"], unique=False
         )
 
     op.create_table(
@@ -834,6 +1008,73 @@ def upgrade() -> None:
             batch_op.f("ix_recovery_codes_tenant_id"), ["tenant_id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_recovery_codes_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "referral_codes",
+        sa.Column("user_id", sa.String(length=26), nullable=False),
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_referral_codes_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_referral_codes_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referral_codes")),
+        sa.UniqueConstraint("tenant_id", "code", name=op.f("uq_referral_codes_tenant_id_code")),
+        sa.UniqueConstraint("user_id", name=op.f("uq_referral_codes_user_id")),
+    )
+    with op.batch_alter_table("referral_codes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_referral_codes_tenant_id"), ["tenant_id"], unique=False
+        )
+
+    op.create_table(
+        "referrals",
+        sa.Column("referrer_user_id", sa.String(length=26), nullable=False),
+        sa.Column("referred_user_id", sa.String(length=26), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("clears_on", sa.String(length=32), nullable=False),
+        sa.Column("referrer_coins", sa.Integer(), nullable=False),
+        sa.Column("referred_coins", sa.Integer(), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("cleared_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["referred_user_id"],
+            ["users.id"],
+            name=op.f("fk_referrals_referred_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["referrer_user_id"],
+            ["users.id"],
+            name=op.f("fk_referrals_referrer_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_referrals_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referrals")),
+        sa.UniqueConstraint("referred_user_id", name=op.f("uq_referrals_referred_user_id")),
+    )
+    with op.batch_alter_table("referrals", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_referrals_referrer_user_id"), ["referrer_user_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_referrals_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "resource_grants",
@@ -1724,6 +1965,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_resource_grants_resource_id"))
 
     op.drop_table("resource_grants")
+    with op.batch_alter_table("referrals", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referrals_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_referrals_referrer_user_id"))
+
+    op.drop_table("referrals")
+    with op.batch_alter_table("referral_codes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referral_codes_tenant_id"))
+
+    op.drop_table("referral_codes")
     with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_recovery_codes_user_id"))
         batch_op.drop_index(batch_op.f("ix_recovery_codes_tenant_id"))
@@ -1744,11 +1994,21 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_login_challenges_tenant_id"))
 
     op.drop_table("login_challenges")
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_entries_transaction_id"))
+        batch_op.drop_index(batch_op.f("ix_ledger_entries_tenant_id"))
+        batch_op.drop_index("ix_ledger_entries_account_created")
+
+    op.drop_table("ledger_entries")
     with op.batch_alter_table("external_identities", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_external_identities_user_id"))
         batch_op.drop_index(batch_op.f("ix_external_identities_tenant_id"))
 
     op.drop_table("external_identities")
+    with op.batch_alter_table("daily_rewards", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_daily_rewards_tenant_id"))
+
+    op.drop_table("daily_rewards")
     with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_auth_sessions_user_id"))
         batch_op.drop_index(batch_op.f("ix_auth_sessions_tenant_id"))
@@ -1804,6 +2064,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_locations_tenant_id"))
 
     op.drop_table("locations")
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_transactions_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_ledger_transactions_reference"))
+        batch_op.drop_index(batch_op.f("ix_ledger_transactions_kind"))
+
+    op.drop_table("ledger_transactions")
+    with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_accounts_tenant_id"))
+
+    op.drop_table("ledger_accounts")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_type"))
         batch_op.drop_index(batch_op.f("ix_jobs_tenant_id"))
@@ -1811,6 +2081,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_status_run_at")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+
+    op.drop_table("idempotency_keys")
     with op.batch_alter_table("database_hosts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_database_hosts_tenant_id"))
 

@@ -1,0 +1,1 @@
+"""The append-only, double-entry ledger every movement of money goes through."""

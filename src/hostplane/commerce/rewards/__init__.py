@@ -1,0 +1,1 @@
+"""Coins earned by activity: the daily reward and referrals."""
