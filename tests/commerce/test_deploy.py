@@ -77,13 +77,19 @@ async def test_no_node_with_room_refunds_the_charge_and_says_why(
     small, _ = await make_node(db, tenant=shop.tenant, max_memory_mb=256, name="small")
     plan = await shop.plan(client, price=40, placement={"nodeIds": [small.id]})
     await shop.fund(shop.customer, "coins", 100)
-    refused = await client.post(
-        "/api/servers/deploy", json=deploy_body(plan), headers=shop.customer.headers
-    )
+    headers = shop.customer.headers | {"Idempotency-Key": "no-room"}
+    refused = await client.post("/api/servers/deploy", json=deploy_body(plan), headers=headers)
     assert refused.status_code == 409, refused.text
     error = refused.json()["error"]
     assert error["code"] == "NO_CAPACITY" and error["details"]["refunded"] is True
     assert (await shop.balances(shop.customer)).coins == 100
+    # The refusal committed (a charge and its refund): the same key gives it again.
+    again = await client.post("/api/servers/deploy", json=deploy_body(plan), headers=headers)
+    assert again.status_code == 409 and again.json() == refused.json()
+    assert (await shop.balances(shop.customer)).coins == 100
+    statement = await client.get("/api/economy/transactions", headers=shop.customer.headers)
+    kinds = [line["kind"] for line in statement.json()["data"]]
+    assert kinds.count("server.deploy") == 1 and kinds.count("refund") == 1, kinds
     await db.commit()
     subscription = await db.get(ServerSubscription, error["details"]["subscriptionId"])
     assert subscription is not None and subscription.status == "failed"

@@ -237,3 +237,34 @@ async def test_an_extra_port_is_charged_at_the_configured_price(
         f"/api/servers/{data['serverId']}/network", headers=shop.customer.headers
     )
     assert len(ports.json()["data"]) == 1 + 1 + 1 + 2
+
+
+async def test_free_coins_to_premium_credits_credits_the_coins_and_charges_credits(
+    client: httpx.AsyncClient, shop: Shop
+) -> None:
+    free = await shop.plan(client, name="Free", price=60, periodDays=30)
+    premium = await shop.plan(
+        client, name="Premium", currencyType="credits", price="9.00", periodDays=30
+    )
+    await shop.fund(shop.customer, "coins", 60)
+    await shop.fund(shop.customer, "credits", 2000)
+    data = await _deployed(client, shop, free)
+    await _activate(shop, data["subscription"]["id"])
+    await _ends_in(shop, data["subscription"]["id"], timedelta(days=10))
+    upgraded = await client.post(
+        f"/api/servers/{data['serverId']}/upgrade",
+        json={"planId": premium["id"]},
+        headers=shop.customer.headers,
+    )
+    assert upgraded.status_code == 200, upgraded.text
+    out = upgraded.json()["data"]
+    # A third of the term: 20 coins back, 3.00 credits charged (to the second, rounded once).
+    assert out["credited"] in (19, 20) and 2.99 <= out["charged"] <= 3.0
+    balances = await shop.balances(shop.customer)
+    assert balances.coins == out["credited"]
+    assert balances.credits == 2000 - round(out["charged"] * 100)
+    renewed = await client.post(
+        f"/api/servers/{data['serverId']}/renew", headers=shop.customer.headers
+    )
+    assert renewed.json()["data"]["currencyType"] == "credits"
+    assert renewed.json()["data"]["charged"] == 9.0

@@ -22,7 +22,7 @@ from hostplane.commerce.subscriptions.schemas import (
     UpgradeOut,
 )
 from hostplane.core.http.deps import Authenticated, RuntimeDep, SessionDep
-from hostplane.core.http.envelope import Envelope, ok
+from hostplane.core.http.envelope import Envelope, ErrorBody, ErrorEnvelope, ok
 from hostplane.infra.servers import service as servers
 from hostplane.platform.admin import live as live_config
 from hostplane.platform.idempotency.http import IdempotencyKey, replayable
@@ -50,15 +50,25 @@ async def deploy(
     async with replayable(session, principal, key, scope="servers.deploy", body=body) as slot:
         if slot.replay is not None:
             return slot.replay
-        done = await service.deploy(
-            session,
-            principal,
-            plan_id=body.plan_id,
-            name=body.name,
-            environment=body.environment,
-            location_id=body.location_id,
-            attempts=runtime.settings.billing.provision_attempts,
-        )
+        try:
+            done = await service.deploy(
+                session,
+                principal,
+                plan_id=body.plan_id,
+                name=body.name,
+                environment=body.environment,
+                location_id=body.location_id,
+                attempts=runtime.settings.billing.provision_attempts,
+            )
+        except service.NoCapacity as exc:
+            # This refusal commits (the charge and its refund): the key replays it.
+            slot.keep(
+                ErrorEnvelope(
+                    error=ErrorBody(code=exc.code, message=exc.message, details=exc.details)
+                ),
+                status_code=exc.status,
+            )
+            raise
         out = ok(
             DeployOut(
                 message="Server deployed; it is being installed",
