@@ -268,3 +268,28 @@ async def test_free_coins_to_premium_credits_credits_the_coins_and_charges_credi
     )
     assert renewed.json()["data"]["currencyType"] == "credits"
     assert renewed.json()["data"]["charged"] == 9.0
+
+
+async def test_a_renewal_lifts_only_the_suspension_the_expiry_made(
+    client: httpx.AsyncClient, shop: Shop
+) -> None:
+    plan = await shop.plan(client, price=5)
+    await shop.fund(shop.customer, "coins", 100)
+    data = await _deployed(client, shop, plan)
+    await _activate(shop, data["subscription"]["id"])
+    suspended = await client.post(
+        f"/api/admin/servers/{data['serverId']}/suspend",
+        json={"reason": "abuse"},
+        headers=shop.operator.headers,
+    )
+    assert suspended.status_code == 200, suspended.text
+    await _ends_in(shop, data["subscription"]["id"], -timedelta(minutes=1))
+    async with shop.runtime.unit_of_work() as session:
+        await expiry.sweep(session, shop.runtime.settings.billing)
+    await Worker(shop.runtime).run_until_idle()
+    renewed = await client.post(
+        f"/api/servers/{data['serverId']}/renew", headers=shop.customer.headers
+    )
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["data"]["status"] == "suspended"
+    assert renewed.json()["data"]["subscription"]["status"] == "active"
