@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hostplane.app import build_runtime, create_app
 from hostplane.core.ids import new_id
-from hostplane.protocol import LinesDropped, dump
+from hostplane.protocol import CLOSE_REPLACED, LinesDropped, Response, dump
 from tests.conftest import make_settings
 from tests.support.identity import LoggedIn, logged_in, platform_tenant
 from tests.support.infra import make_node, make_server, make_template
@@ -143,6 +143,36 @@ async def test_a_crash_reported_by_the_agent_triggers_the_restart_policy(
         await agent.close()
     details = (await client.get(f"/api/servers/{server.id}", headers=owner.headers)).json()["data"]
     assert details["crashCount"] == 1
+
+
+async def test_a_newer_agent_connection_replaces_the_older_one(
+    address: str, client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    """One connection per node: a command never reaches two agents."""
+    tenant = await platform_tenant(db)
+    owner = await logged_in(client, db, tenant=tenant)
+    node, secret = await make_node(db, tenant=tenant)
+    template = await make_template(db, tenant=tenant)
+    server = await make_server(db, tenant=tenant, owner=owner.user, node=node, template=template)
+
+    older = await connect_agent(address, node.id, secret)
+    newer = await connect_agent(address, node.id, secret)
+    try:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await receive(older, "never")
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_REPLACED
+        # The node stays online on the newer connection, which gets the commands.
+        starting = asyncio.create_task(
+            client.post(f"/api/servers/{server.id}/start", headers=owner.headers)
+        )
+        command = await receive(newer, "start_server", server_id=server.id)
+        assert command["serverUuid"] == server.uuid
+        await newer.send(dump(Response(request_id=command["requestId"])))
+        started = await starting
+        assert started.status_code == 200, started.text
+    finally:
+        await older.close()
+        await newer.close()
 
 
 async def test_wrong_node_credentials_are_refused(address: str, db: AsyncSession) -> None:

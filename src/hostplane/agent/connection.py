@@ -59,6 +59,7 @@ from hostplane.agent.runtimes import ServerRuntime
 from hostplane.agent.sftp import SftpService
 from hostplane.agent.streams import StreamHub
 from hostplane.protocol import (
+    CLOSE_REPLACED,
     ConsoleInput,
     ConsoleOutput,
     DeleteServer,
@@ -94,6 +95,8 @@ from hostplane.protocol import (
 logger = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+# Reconnect delays stop doubling here (reconnect_max_delay caps them anyway).
+MAX_ATTEMPT = 30
 
 
 class HandshakeRejected(Exception):
@@ -182,6 +185,18 @@ class AgentConnection:
                     await self._handshake(ws)
                     attempt = 0
                     await self._session(ws)
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_REPLACED:
+                    # Another agent with this node's identity is connected: the
+                    # panel talks to one. Retry slowly, in case that one goes.
+                    logger.error(
+                        "the panel took this node's connection over for another agent "
+                        "process with the same node id; retrying in up to %.0f s",
+                        self.settings.reconnect_max_delay,
+                    )
+                    attempt = MAX_ATTEMPT
+                else:
+                    logger.warning("panel connection lost: %s", exc)
             except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
                 logger.warning("panel connection lost: %s", exc)
             except HandshakeRejected as exc:
@@ -197,7 +212,7 @@ class AgentConnection:
                 self.settings.reconnect_max_delay,
                 self.settings.reconnect_min_delay * 2**attempt,
             )
-            attempt = min(attempt + 1, 30)
+            attempt = min(attempt + 1, MAX_ATTEMPT)
             delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay)

@@ -5,6 +5,7 @@ The only code the agent shares with the panel besides small helpers in
 """
 
 from hostplane.protocol.messages import (
+    CLOSE_REPLACED,
     MESSAGE_TYPES,
     STREAM_ID_LENGTH,
     BackupComplete,
@@ -78,6 +79,7 @@ from hostplane.protocol.messages import (
 )
 
 __all__ = [
+    "CLOSE_REPLACED",
     "MESSAGE_TYPES",
     "STREAM_ID_LENGTH",
     "BackupComplete",

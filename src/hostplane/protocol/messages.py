@@ -748,6 +748,9 @@ def request_id_of(message: WireModel) -> str | None:
 # --------------------------------------------------------------------- stream chunks
 
 STREAM_ID_LENGTH = 26
+# The close code the panel hangs up an agent's socket with when a newer
+# connection for the same node took over: one connection per node.
+CLOSE_REPLACED = 4409
 _CHUNK_MARK = b"\x01"
 
 

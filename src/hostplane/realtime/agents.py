@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hostplane.core.clock import utcnow
 from hostplane.core.db.tenancy import scope_to_tenant
 from hostplane.core.errors import NotFound
-from hostplane.core.events.bus import Event
+from hostplane.core.events.bus import Event, Subscription
 from hostplane.core.ids import new_id
 from hostplane.core.runtime import Runtime
 from hostplane.infra.backups import service as backups
@@ -35,6 +35,7 @@ from hostplane.infra.servers import reports, sweeper
 from hostplane.infra.servers import service as servers
 from hostplane.infra.sftp import service as sftp
 from hostplane.protocol.messages import (
+    CLOSE_REPLACED,
     BackupComplete,
     ConsoleOutput,
     Error,
@@ -77,12 +78,20 @@ CLOSE_PROTOCOL = 4400
 
 class AgentSession:
     def __init__(
-        self, websocket: WebSocket, runtime: Runtime, node_id: str, tenant_id: str
+        self,
+        websocket: WebSocket,
+        runtime: Runtime,
+        node_id: str,
+        tenant_id: str,
+        session_id: str | None = None,
     ) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.node_id = node_id
         self.tenant_id = tenant_id
+        self.session_id = session_id or new_id()
+        # Set when a newer connection of the node took over from this one.
+        self.replaced = False
         self._pending_logs: dict[tuple[str, str], list[str]] = {}
         self._last_seen_write = 0.0
         # Servers placed on this node: an agent speaks only for those.
@@ -92,7 +101,9 @@ class AgentSession:
         # database does not hold up its console output.
         self._questions: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
+    async def run(self, sessions: Subscription) -> None:
+        """Serve the agent until its socket closes; ``sessions`` hears of newer
+        connections of the node (subscribed before this one announced itself)."""
         bus = self.runtime.bus
         async with (
             bus.subscribe(topics.node_commands(self.node_id)) as commands,
@@ -102,6 +113,7 @@ class AgentSession:
                 asyncio.create_task(self._forward_commands(commands)),
                 asyncio.create_task(self._answer_replays(replays)),
                 asyncio.create_task(self._flush_logs_periodically()),
+                asyncio.create_task(self._yield_to_newer(sessions)),
             ]
             # Deletes made while the node was away, now that it can hear them.
             self._spawn(server_commands.send_pending_deletes(self.runtime, self.node_id))
@@ -125,11 +137,25 @@ class AgentSession:
                 request_id = message.get("requestId")
                 if isinstance(request_id, str):
                     # Tells the caller (on any replica) that this node's agent is here.
-                    await self._publish(
+                    await self.publish(
                         rpc.reply_topic(self.node_id, request_id),
                         "agent.accepted",
                         {"requestId": request_id},
                     )
+
+    async def _yield_to_newer(self, sessions: Any) -> None:
+        """Hang up when a newer connection of this node announces itself: one
+        agent connection per node, so a command never reaches two agents."""
+        async for event in sessions:
+            if event.data.get("sessionId") in (None, self.session_id):
+                continue
+            self.replaced = True
+            log.warning("gateway.agent_replaced", node_id=self.node_id)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await self.websocket.close(
+                    code=CLOSE_REPLACED, reason="another connection for this node took over"
+                )
+            return
 
     async def _answer_replays(self, requests: Any) -> None:
         async for event in requests:
@@ -154,12 +180,12 @@ class AgentSession:
                     timestamp=chunk.timestamp,
                     seq=chunk.seq,
                 )
-                await self._publish(
+                await self.publish(
                     reply_to,
                     "server.console",
                     {"frame": dump(frame), "lines": len(chunk.lines), "seq": chunk.seq},
                 )
-            await self._publish(
+            await self.publish(
                 reply_to, "console.replay_done", {"serverId": server_id, "missed": missed}
             )
 
@@ -202,7 +228,7 @@ class AgentSession:
         except ProtocolError:
             log.warning("gateway.malformed_chunk", node_id=self.node_id)
             return
-        await self._publish(
+        await self.publish(
             rpc.stream_topic(self.node_id, stream_id),
             "stream.chunk",
             rpc.chunk_event(stream_id, payload).data,
@@ -212,14 +238,14 @@ class AgentSession:
         if message.request_id is None:
             log.warning("gateway.agent_error", node_id=self.node_id, code=message.code)
             return
-        await self._publish(
+        await self.publish(
             rpc.reply_topic(self.node_id, message.request_id),
             "agent.reply",
             {"message": message.model_dump(mode="json", by_alias=True, exclude_none=True)},
         )
 
     async def _stream_control(self, message: StreamCredit | StreamEnd | StreamError) -> None:
-        await self._publish(
+        await self.publish(
             rpc.stream_topic(self.node_id, message.stream_id),
             "stream.control",
             {"message": message.model_dump(mode="json", by_alias=True, exclude_none=True)},
@@ -247,7 +273,7 @@ class AgentSession:
         elif isinstance(message, LinesDropped):
             # Lines the agent no longer held when it caught up: every viewer is
             # told, as for lines a slow viewer's own queue dropped.
-            await self._publish(
+            await self.publish(
                 topics.server_console(message.server_id),
                 "server.console_dropped",
                 {"count": message.count},
@@ -271,7 +297,7 @@ class AgentSession:
                 scope_to_tenant(session, self.tenant_id)
                 await backups.apply_report(session, self.node_id, message)
         elif isinstance(message, OperationProgress):
-            await self._publish(
+            await self.publish(
                 topics.server_progress(message.server_id),
                 "server.progress",
                 message.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -400,7 +426,7 @@ class AgentSession:
         async with self.runtime.unit_of_work() as session:
             scope_to_tenant(session, self.tenant_id)
             await servers.record_stats(session, message.server_id, payload)
-        await self._publish(topics.server_stats(message.server_id), "server.stats", payload)
+        await self.publish(topics.server_stats(message.server_id), "server.stats", payload)
 
     async def _console(self, message: ConsoleOutput) -> None:
         frame = ServerLog(
@@ -414,7 +440,7 @@ class AgentSession:
         if message.seq is not None:
             buffer = self._recent.setdefault(message.server_id, ReplayBuffer())
             buffer.add(Chunk(message.seq, message.stream, frame.timestamp, tuple(lines)))
-        await self._publish(
+        await self.publish(
             topics.server_console(message.server_id),
             "server.console",
             {"frame": dump(frame), "lines": len(lines), "seq": message.seq},
@@ -422,9 +448,9 @@ class AgentSession:
         self._pending_logs.setdefault((message.server_id, message.stream), []).extend(lines)
 
     async def publish_presence(self, kind: str) -> None:
-        await self._publish(rpc.presence_topic(self.node_id), kind, {"nodeId": self.node_id})
+        await self.publish(rpc.presence_topic(self.node_id), kind, {"nodeId": self.node_id})
 
-    async def _publish(self, topic: str, kind: str, data: dict[str, Any]) -> None:
+    async def publish(self, topic: str, kind: str, data: dict[str, Any]) -> None:
         try:
             await self.runtime.bus.publish(Event(kind, data, tenant_id=self.tenant_id), topic=topic)
         except ConnectionError as exc:
@@ -466,19 +492,28 @@ async def serve_agent(websocket: WebSocket, runtime: Runtime, node_id: str, toke
         await websocket.close(code=CLOSE_PROTOCOL)
         return
     await websocket.send_text(dump(NodeHandshakeResponse(node_id=node_id)))
-    agent = AgentSession(websocket, runtime, node_id, tenant_id)
     session_id = new_id()
-    async with runtime.unit_of_work() as session:
-        await nodes.mark_connected(session, node_id, session_id)
-    log.info("gateway.agent_connected", node_id=node_id)
+    agent = AgentSession(websocket, runtime, node_id, tenant_id, session_id)
     try:
-        await agent.run()
+        # Listening before announcing: of two connections racing, the one that
+        # announces last stays and the other hears of it.
+        async with runtime.bus.subscribe(topics.agent_sessions(node_id)) as sessions:
+            async with runtime.unit_of_work() as session:
+                await nodes.mark_connected(session, node_id, session_id)
+            # An older connection of this node, here or on another replica, hangs up.
+            await agent.publish(
+                topics.agent_sessions(node_id), "agent.session_started", {"sessionId": session_id}
+            )
+            log.info("gateway.agent_connected", node_id=node_id)
+            await agent.run(sessions)
     finally:
-        log.info("gateway.agent_disconnected", node_id=node_id)
+        log.info("gateway.agent_disconnected", node_id=node_id, replaced=agent.replaced)
         # Offline at once (not after the heartbeat window): commands to it
         # answer 503 right away instead of waiting for an agent that is gone.
         with contextlib.suppress(Exception):
             async with runtime.unit_of_work() as session:
                 await nodes.mark_disconnected(session, node_id, session_id)
-        # Whoever waits on this node's answers or streams stops waiting now.
-        await agent.publish_presence("node.disconnected")
+        if not agent.replaced:
+            # Whoever waits on this node's answers or streams stops waiting now
+            # (a replaced connection's node is still online, on the newer one).
+            await agent.publish_presence("node.disconnected")

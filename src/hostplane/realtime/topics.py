@@ -27,6 +27,12 @@ def server_progress(server_id: str) -> str:
     return f"server.{server_id}.progress"
 
 
+def agent_sessions(node_id: str) -> str:
+    """Announcements of a node's newest agent connection: an older one, on any
+    replica, hangs up when it hears of a newer one."""
+    return f"node.{node_id}.sessions"
+
+
 def replay_requests(node_id: str) -> str:
     """Requests for recent console lines of a node's servers (answered by the
     replica that holds the node's agent)."""
