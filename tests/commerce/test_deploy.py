@@ -46,8 +46,10 @@ async def test_deploy_charges_the_plan_and_places_a_server_with_its_plan(
             f"/api/subscriptions/{data['subscription']['id']}", headers=shop.other.headers
         )
     ).status_code == 404
-    # Servers bought without a plan still say null.
     assert detail["data"]["name"] == "bought"
+    # A plan something was bought on is retired, not deleted.
+    kept = await client.delete(f"/api/admin/plans/{plan['id']}", headers=shop.operator.headers)
+    assert kept.status_code == 409, kept.text
 
 
 async def test_a_short_balance_is_402_and_nothing_happens(

@@ -111,7 +111,7 @@ async def update_plan(
 async def delete_plan(plan_id: str, session: SessionDep, _principal: PlanWriter) -> Empty:
     """Delete a plan nothing was bought on (``plan.write``); 409 otherwise: retire it."""
     await service.get_plan(session, plan_id)
-    if await subscriptions.plans_in_use(session, plan_id):
+    if await subscriptions.plan_was_sold(session, plan_id):
         raise Conflict(
             "Servers were bought on this plan; retire it (active: false) instead",
             details={"planId": plan_id},

@@ -72,13 +72,6 @@ async def get_plan(
     return plan
 
 
-async def plans_by_id(session: AsyncSession, plan_ids: Sequence[str]) -> dict[str, Plan]:
-    if not plan_ids:
-        return {}
-    rows = await session.scalars(select(Plan).where(Plan.id.in_(set(plan_ids))))
-    return {plan.id: plan for plan in rows}
-
-
 async def _check_references(session: AsyncSession, values: Mapping[str, Any]) -> None:
     """404 for a template, location or node that is not the tenant's."""
     if values.get("template_id") is not None:

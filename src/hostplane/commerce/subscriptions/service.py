@@ -137,11 +137,12 @@ async def _terms(
 terms.provide(_terms)
 
 
-async def plans_in_use(session: AsyncSession, plan_id: str) -> int:
-    rows = await session.scalars(
+async def plan_was_sold(session: AsyncSession, plan_id: str) -> bool:
+    """Whether any server was ever bought on the plan (its terms keep it)."""
+    found = await session.scalar(
         select(ServerSubscription.id).where(ServerSubscription.plan_id == plan_id).limit(1)
     )
-    return len(rows.all())
+    return found is not None
 
 
 # --- placement ------------------------------------------------------------------------------
