@@ -172,5 +172,6 @@ async def test_stats_report_disk_usage_and_a_server_over_its_allocation_is_stopp
     # A restart over a lowered allocation is refused and leaves it stopped.
     await allocate(db, site.server_id, 2)
     restarted = await client.post(f"{path}/restart", headers=owner)
-    assert restarted.status_code == 200, restarted.text
+    assert restarted.status_code == 413, restarted.text
+    assert restarted.json()["error"]["code"] == "DISK_LIMIT_EXCEEDED"
     await wait_for(stopped)

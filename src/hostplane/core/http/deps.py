@@ -20,7 +20,9 @@ from hostplane.core.runtime import Runtime
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(connection: HTTPConnection) -> Runtime:
+async def get_runtime(connection: HTTPConnection) -> Runtime:
+    # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker
+    # thread, a thread hop on every request for an attribute read.
     runtime: Runtime = connection.app.state.runtime
     return runtime
 

@@ -81,7 +81,13 @@ async def build(session: AsyncSession, planned: PlannedCommand) -> WireModel:
             timeout_seconds=planned.stop_timeout,
         )
     if kind == "restart_server":
-        return RestartServer(server_id=server.id, server_uuid=server.uuid, suspended=suspended)
+        # The allocation rides along: the agent refuses a restart over it.
+        return RestartServer(
+            server_id=server.id,
+            server_uuid=server.uuid,
+            suspended=suspended,
+            allocated_disk_mb=server.allocated_disk_mb,
+        )
     if kind == "kill_server":
         return KillServer(server_id=server.id, server_uuid=server.uuid)
     if kind == "delete_server":
