@@ -26,6 +26,7 @@ from hostplane.identity.roles.models import Role, UserRole
 from hostplane.identity.tenants.models import Tenant
 from hostplane.platform.jobs.registry import JobRegistry
 from hostplane.platform.jobs.worker import Worker
+from tests.support.commerce import matrix_commerce
 from tests.support.factories import make_job, make_user
 from tests.support.identity import LoggedIn, logged_in, login, other_tenant, platform_tenant
 from tests.support.infra import matrix_world
@@ -160,6 +161,19 @@ CASES: list[Case] = [
     case("POST", "/api/servers/{server_id}/users", body={"userId": "{fresh_user_id}", "permissions": ["server.read"]}, owner=201, other_user=404, api_key=404, admin=201, foreign=404, admin_read=403, admin_access=403),
     case("PUT", "/api/servers/{server_id}/users/{subuser_id}", body={"permissions": ["server.read", "server.start"]}, owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
     case("DELETE", "/api/servers/{server_id}/users/{fresh_subuser_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404, admin_read=403, admin_access=403),
+    # commerce: the plan catalogue (public), plans (operators), servers bought on plans. The
+    # matrix's plans are free. Renewing or changing a plan is the buyer's, or billing.write's
+    # (admin_access); operators who can see the server but not move money get 403.
+    case("GET", "/api/catalog/plans", anonymous=200, owner=200, other_user=200, api_key=200, admin=200, foreign=200),
+    case("GET", "/api/admin/plans", owner=403, other_user=403, api_key=403, admin=200, foreign=200),
+    case("POST", "/api/admin/plans", body={"name": "Made", "currencyType": "coins", "price": 5, "resources": {"memoryMb": 256, "cpuCores": 1, "diskMb": 100}, "templateId": "{template_id}"}, owner=403, other_user=403, api_key=403, admin=201, foreign=404),
+    case("GET", "/api/admin/plans/{plan_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("PUT", "/api/admin/plans/{plan_id}", body={"description": "edited"}, owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("DELETE", "/api/admin/plans/{fresh_plan_id}", owner=403, other_user=403, api_key=403, admin=200, foreign=404),
+    case("POST", "/api/servers/deploy", body={"planId": "{plan_id}", "name": "matrix", "environment": {"MEMORY": "256M"}}, owner=201, other_user=201, api_key=403, admin=201, foreign=404),
+    case("POST", "/api/servers/{fresh_plan_server_id}/renew", owner=200, other_user=404, api_key=404, admin=403, foreign=404, admin_read=403, admin_access=200),
+    case("POST", "/api/servers/{fresh_plan_server_id}/upgrade", body={"planId": "{other_plan_id}"}, owner=200, other_user=404, api_key=404, admin=403, foreign=404, admin_read=403, admin_access=200),
+    case("GET", "/api/subscriptions/{subscription_id}", owner=200, other_user=404, api_key=404, admin=200, foreign=404),
     # infra: alerts (of the owner's server) and alert rules (admin resources)
     case("GET", "/api/alerts", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
     case("GET", "/api/alerts/stats", owner=200, other_user=200, api_key=403, admin=200, foreign=200),
@@ -260,6 +274,13 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
     job = await make_job(db, name="matrix.job", tenant=home, server_id="srv-1")
     infra_ids, infra_makers = await matrix_world(db, tenant=home, owner=owner.user)
     invoice = await make_paid_invoice(db, user=owner.user)
+    commerce_ids, commerce_makers = await matrix_commerce(
+        client,
+        db,
+        admin_headers=admin.headers,
+        owner_headers=owner.headers,
+        template_id=infra_ids["template_id"],
+    )
 
     async def fresh_user_id() -> str:
         user_id = (await make_user(db, tenant=home, role="customer")).id
@@ -363,6 +384,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "invoice_id": invoice.id,
             "gateway": "stripe",
             **infra_ids,
+            **commerce_ids,
         },
         makers={
             "fresh_user_id": fresh_user_id,
@@ -374,6 +396,7 @@ async def world(client: httpx.AsyncClient, db: AsyncSession, runtime: Runtime) -
             "fresh_role_name": fresh_role_name,
             "fresh_webhook_id": fresh_webhook_id,
             **infra_makers,
+            **commerce_makers,
         },
     )
 

@@ -14,9 +14,11 @@ from sqlalchemy.exc import DBAPIError
 
 import hostplane.models  # noqa: F401 - registers every table with the ORM before first use
 from hostplane import __version__
+from hostplane.commerce.catalog.router import router as catalog_router
 from hostplane.commerce.invoices.router import router as invoices_router
 from hostplane.commerce.payments.router import router as payments_router
 from hostplane.commerce.rewards.router import router as rewards_router
+from hostplane.commerce.subscriptions.router import router as subscriptions_router
 from hostplane.commerce.wallet.router import router as wallet_router
 from hostplane.core.config import Settings
 from hostplane.core.db.engine import create_engine, read_only
@@ -79,6 +81,8 @@ API_ROUTERS: list[APIRouter] = [
     locations_router,
     nodes_router,
     templates_router,
+    # Before the servers' routes: /api/servers/deploy is a literal beside {server_id}.
+    subscriptions_router,
     servers_router,
     files_router,
     backups_router,
@@ -90,6 +94,7 @@ API_ROUTERS: list[APIRouter] = [
     databases_router,
     alerts_router,
     webhooks_router,
+    catalog_router,
     system_router,
     wallet_router,
     rewards_router,

@@ -1,5 +1,6 @@
 """Every table of the panel, imported in one place for Alembic and the tests."""
 
+from hostplane.commerce.catalog.models import Plan  # noqa: F401 - registers the table
 from hostplane.commerce.invoices.models import (  # noqa: F401 - registers the tables
     Invoice,
     InvoiceCounter,
@@ -16,6 +17,7 @@ from hostplane.commerce.rewards.models import (  # noqa: F401 - registers the ta
     Referral,
     ReferralCode,
 )
+from hostplane.commerce.subscriptions.models import ServerSubscription  # noqa: F401 - registers the table
 from hostplane.core.db.base import Base
 from hostplane.identity.access.models import ResourceGrant
 from hostplane.identity.api_keys.models import ApiKey  # noqa: F401 - registers the table

@@ -256,6 +256,17 @@ class PaymentSettings(BaseModel):
     invoice_issuer_address: str = ""
 
 
+class BillingSettings(BaseModel):
+    """Plans bought with the wallet: expiry and provisioning (``HOSTPLANE_BILLING__*``)."""
+
+    # A server whose term ended is suspended this long after the end, and deleted
+    # ``expiry_grace_hours`` after the end; renewing before the deletion unsuspends it.
+    suspend_after_hours: float = Field(default=0.0, ge=0, le=24 * 365)
+    expiry_grace_hours: float = Field(default=72.0, ge=0, le=24 * 365)
+    # Installs of a deployed server tried before the deploy is refunded.
+    provision_attempts: int = Field(default=3, ge=1, le=20)
+
+
 class EconomySettings(BaseModel):
     """The wallet's two currencies: coins are earned, credits are bought."""
 
@@ -396,6 +407,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     payments: PaymentSettings = Field(default_factory=PaymentSettings)
 
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     economy: EconomySettings = Field(default_factory=EconomySettings)
 
     @classmethod

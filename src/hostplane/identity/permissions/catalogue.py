@@ -274,6 +274,10 @@ _CATALOGUE: tuple[Permission, ...] = (
         "product.manage", "Create, change and retire products, plans, add-ons and coupons.", M, Q
     ),
     _global(
+        "plan.read", "Read every plan of the catalogue, retired ones included (admin view).", H
+    ),
+    _global("plan.write", "Create, change and retire the plans servers are bought on.", H),
+    _global(
         "economy.read", "Read the economy configuration: targets, conversion rates, limits.", A
     ),
     _global("economy.manage", "Change earning targets, conversion rates and economy limits.", A),

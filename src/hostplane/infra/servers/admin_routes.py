@@ -18,8 +18,8 @@ from hostplane.core.principal import Principal
 from hostplane.core.schemas import ApiModel
 from hostplane.identity.users import service as users
 from hostplane.infra.nodes import service as nodes
-from hostplane.infra.servers import commands, service
-from hostplane.infra.servers.router import Status, _context, deletion_result
+from hostplane.infra.servers import commands, service, terms
+from hostplane.infra.servers.router import Status, _context, _term_fields, deletion_result
 from hostplane.infra.servers.schemas import ActionResult, ServerOut, SuspendBody, SuspensionOut
 
 router = APIRouter(prefix="/api/admin/servers", tags=["servers"])
@@ -68,6 +68,7 @@ async def admin_list_servers(
         owner_id: await users.get_user(session, owner_id)
         for owner_id in {s.owner_id for s in found if s.owner_id is not None}
     }
+    found_terms = await terms.terms_of(session, [s.id for s in found])
     items = []
     for server in found:
         node = node_rows[server.node_id]
@@ -79,6 +80,7 @@ async def admin_list_servers(
                     "ip_address": node.public_address,
                     "owner": OwnerRef(id=owner.id, username=owner.username) if owner else None,
                     "node": NodeName(id=node.id, name=node.name),
+                    **_term_fields(found_terms.get(server.id)),
                 }
             )
         )

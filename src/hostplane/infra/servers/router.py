@@ -3,7 +3,7 @@ and SkyPANEL's power, all served by one server service."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +22,15 @@ from hostplane.core.http.envelope import Empty, Envelope, PageEnvelope, ok, page
 from hostplane.core.http.middleware import route_template
 from hostplane.core.principal import Principal
 from hostplane.infra.nodes import service as nodes
-from hostplane.infra.servers import allocations, commands, logs, service, subusers, variables
+from hostplane.infra.servers import (
+    allocations,
+    commands,
+    logs,
+    service,
+    subusers,
+    terms,
+    variables,
+)
 from hostplane.infra.servers.models import Server, ServerAllocation
 from hostplane.infra.servers.schemas import (
     ActionResult,
@@ -98,7 +106,14 @@ async def _detail(session: AsyncSession, principal: Principal, server: Server) -
             else None
         ),
     }
-    return ServerDetail.model_validate(fields)
+    term = (await terms.terms_of(session, [server.id])).get(server.id)
+    return ServerDetail.model_validate(fields | _term_fields(term))
+
+
+def _term_fields(term: terms.ServerTerm | None) -> dict[str, Any]:
+    if term is None:
+        return {}
+    return {"plan": term.plan_name, "plan_id": term.plan_id, "expires_at": term.expires_at}
 
 
 def _result(server: Server, message: str) -> Envelope[ActionResult]:
@@ -134,9 +149,12 @@ async def list_servers(
     )
     # A page names a handful of nodes: one lookup for all, shared by their servers.
     addresses = await nodes.public_addresses(session, {s.node_id for s in found})
+    found_terms = await terms.terms_of(session, [s.id for s in found])
     return page(
         [
-            ServerOut.model_validate(s).model_copy(update={"ip_address": addresses[s.node_id]})
+            ServerOut.model_validate(s).model_copy(
+                update={"ip_address": addresses[s.node_id]} | _term_fields(found_terms.get(s.id))
+            )
             for s in found
         ],
         meta,
@@ -451,29 +469,6 @@ async def network(
             )
             for a in found
         ]
-    )
-
-
-@router.post(
-    "/{server_id}/network/allocations",
-    response_model=Envelope[NetworkAllocationOut],
-    status_code=201,
-)
-async def auto_allocate(
-    server_id: str, session: SessionDep, principal: Authenticated
-) -> Envelope[NetworkAllocationOut]:
-    """Assign the lowest free port of the node's pool (server stopped)."""
-    allocation = await allocations.add_allocation(session, principal, server_id)
-    server = await service.get_server(session, server_id)
-    node, _template = await service.node_and_template(session, server)
-    return ok(
-        NetworkAllocationOut(
-            container_port=allocation.container_port,
-            host_port=allocation.host_port,
-            is_primary=allocation.is_primary,
-            ip=node.public_address,
-            port=allocation.host_port,
-        )
     )
 
 

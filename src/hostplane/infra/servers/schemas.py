@@ -33,9 +33,13 @@ class ServerOut(ApiModel):
     created_at: datetime
     updated_at: datetime
     # SkyPANEL's list fields: the address players connect to (the node's public
-    # address), and the plan the server was bought on (none until billing exists).
+    # address), and the name of the plan the server was bought on (null without one).
     ip_address: str | None = None
     plan: str | None = None
+    plan_id: str | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="When the plan's current term ends; null without a plan."
+    )
     database_limit: int = 0
 
 

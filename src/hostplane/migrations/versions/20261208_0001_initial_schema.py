@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-08 00:23:02.109026
+Create Date: 2026-12-08 01:21:11.882595
 """
 
 from collections.abc import Sequence
@@ -1077,6 +1077,53 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_nodes_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "plans",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("currency_type", sa.String(length=8), nullable=False),
+        sa.Column("price", sa.BigInteger(), nullable=False),
+        sa.Column("period_days", sa.Integer(), nullable=False),
+        sa.Column("memory_mb", sa.Integer(), nullable=False),
+        sa.Column("cpu_cores", sa.Float(), nullable=False),
+        sa.Column("disk_mb", sa.Integer(), nullable=False),
+        sa.Column("databases", sa.Integer(), nullable=False),
+        sa.Column("backups", sa.Integer(), nullable=False),
+        sa.Column("allocations", sa.Integer(), nullable=False),
+        sa.Column("template_id", sa.String(length=26), nullable=False),
+        sa.Column(
+            "location_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "node_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["templates.id"],
+            name=op.f("fk_plans_template_id_templates"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_plans_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plans")),
+    )
+    with op.batch_alter_table("plans", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_plans_template_id"), ["template_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_plans_tenant_id"), ["tenant_id"], unique=False)
+
+    op.create_table(
         "recovery_codes",
         sa.Column("user_id", sa.String(length=26), nullable=False),
         sa.Column("code_hash", sa.String(length=64), nullable=False),
@@ -1791,6 +1838,69 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_server_logs_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "server_subscriptions",
+        sa.Column("server_id", sa.String(length=26), nullable=True),
+        sa.Column("user_id", sa.String(length=26), nullable=True),
+        sa.Column("plan_id", sa.String(length=26), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("currency_type", sa.String(length=8), nullable=False),
+        sa.Column("price", sa.BigInteger(), nullable=False),
+        sa.Column("period_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("charge_key", sa.String(length=200), nullable=True),
+        sa.Column("renewals", sa.Integer(), nullable=False),
+        sa.Column("changes", sa.Integer(), nullable=False),
+        sa.Column(
+            "suspended_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("failure_reason", sa.String(length=500), nullable=True),
+        sa.Column("ended_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=26), nullable=False),
+        sa.Column("tenant_id", sa.String(length=26), nullable=False),
+        sa.Column("created_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", hostplane.core.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["plan_id"],
+            ["plans.id"],
+            name=op.f("fk_server_subscriptions_plan_id_plans"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["server_id"],
+            ["servers.id"],
+            name=op.f("fk_server_subscriptions_server_id_servers"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_server_subscriptions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_server_subscriptions_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_server_subscriptions")),
+        sa.UniqueConstraint("server_id", name=op.f("uq_server_subscriptions_server_id")),
+    )
+    with op.batch_alter_table("server_subscriptions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_server_subscriptions_plan_id"), ["plan_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_server_subscriptions_status_expires_at", ["status", "expires_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_server_subscriptions_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_server_subscriptions_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
         "server_transfers",
         sa.Column("server_id", sa.String(length=26), nullable=False),
         sa.Column("active_server_id", sa.String(length=26), nullable=True),
@@ -1909,6 +2019,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_server_transfers_server_id"))
 
     op.drop_table("server_transfers")
+    with op.batch_alter_table("server_subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_server_subscriptions_user_id"))
+        batch_op.drop_index(batch_op.f("ix_server_subscriptions_tenant_id"))
+        batch_op.drop_index("ix_server_subscriptions_status_expires_at")
+        batch_op.drop_index(batch_op.f("ix_server_subscriptions_plan_id"))
+
+    op.drop_table("server_subscriptions")
     with op.batch_alter_table("server_logs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_server_logs_tenant_id"))
         batch_op.drop_index("ix_server_logs_server_id_seq")
@@ -2005,6 +2122,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_recovery_codes_tenant_id"))
 
     op.drop_table("recovery_codes")
+    with op.batch_alter_table("plans", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_plans_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_plans_template_id"))
+
+    op.drop_table("plans")
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_nodes_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_nodes_location_id"))

@@ -1,0 +1,1 @@
+"""The plan catalogue: what servers are bought on."""

@@ -1,0 +1,1 @@
+"""A server's plan term: deploy, renew, upgrade, expiry."""
