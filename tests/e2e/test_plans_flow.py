@@ -104,3 +104,55 @@ async def test_a_customer_buys_renews_and_pays_in_coins(
         assert [(s["id"], s["plan"]) for s in listed] == [(server_id, "Coin Echo")]
         assert (await http.post(f"/api/servers/{server_id}/stop")).status_code == 200
         await wait_status(http, server_id, "stopped")
+
+
+async def test_from_registration_to_a_running_server_paid_with_the_daily_reward(
+    deployment: Deployment, template_id: str
+) -> None:
+    async with deployment.operator() as ops:
+        config = (await ops.get("/api/admin/config")).json()["data"]
+        daily = config["economy"]["dailyRewardCoins"]
+        assert daily > 0
+        created = await ops.post(
+            "/api/admin/plans",
+            json={
+                "name": "Free Tier",
+                "currencyType": "coins",
+                "price": daily,
+                "periodDays": 1,
+                "resources": {"memoryMb": 64, "cpuCores": 1, "diskMb": 100},
+                "templateId": template_id,
+                "placement": {"nodeIds": [deployment.node_id]},
+            },
+        )
+        assert created.status_code == 201, created.text
+        plan_id = created.json()["data"]["id"]
+
+    _user, token = await register(deployment)
+    async with deployment.client(token) as http:
+        too_early = await http.post("/api/servers/deploy", json={"planId": plan_id, "name": "free"})
+        assert too_early.status_code == 402, too_early.text
+        claimed = await http.post("/api/economy/earn/daily")
+        assert claimed.status_code == 200, claimed.text
+        assert await _coins(http) == daily
+        deployed = await http.post("/api/servers/deploy", json={"planId": plan_id, "name": "free"})
+        assert deployed.status_code == 201, deployed.text
+        server_id = deployed.json()["data"]["serverId"]
+        subscription_id = deployed.json()["data"]["subscription"]["id"]
+        assert await _coins(http) == 0
+
+        async def installed() -> bool:
+            term = (await http.get(f"/api/subscriptions/{subscription_id}")).json()["data"]
+            assert term["status"] in ("provisioning", "active"), term
+            return term["status"] == "active"
+
+        await eventually(installed, what="the deployed server to be installed", timeout=120)
+        assert await wait_status(http, server_id, "stopped") == "stopped"
+        assert (await http.post(f"/api/servers/{server_id}/start")).status_code == 200
+        assert await wait_status(http, server_id, "running") == "running"
+        kinds = [
+            line["kind"] for line in (await http.get("/api/economy/transactions")).json()["data"]
+        ]
+        assert kinds == ["server.deploy", "reward.daily"], kinds
+        assert (await http.post(f"/api/servers/{server_id}/stop")).status_code == 200
+        await wait_status(http, server_id, "stopped")
