@@ -29,10 +29,12 @@ def _alive(pid: int) -> bool:
 
 def _serve(tmp_path: Path, port: int):  # type: ignore[no-untyped-def]
     # Several processes share agents' sockets and events through Redis.
+    namespace = f"serve{new_id()[-8:]}"
     env = base_env(
         HOSTPLANE_SECRET_KEY=TEST_SECRET,
         HOSTPLANE_REDIS_URL=REDIS_URL,
-        HOSTPLANE_EVENT_CHANNEL_PREFIX=f"serve{new_id()[-8:]}",
+        HOSTPLANE_EVENT_CHANNEL_PREFIX=namespace,
+        HOSTPLANE_RATE_LIMITS__KEY_PREFIX=f"{namespace}:ratelimit",
     )
     migrated = subprocess.run(
         hostplane_command("migrate", "--data-dir", str(tmp_path)),

@@ -203,12 +203,16 @@ def production(folder: Path, **settings: str) -> Iterator[Deployment]:
 
     ``settings`` are ``HOSTPLANE_*`` variables for every process (agents included)."""
     url, drop = _new_postgres_database()
+    # Each deployment its own Redis namespace: events, and rate-limit counters
+    # (logins from 127.0.0.1 in earlier modules must not spend this one's budget).
+    namespace = f"e2e{new_id()[-8:]}"
     try:
         env = base_env(
             HOSTPLANE_SECRET_KEY=TEST_SECRET,
             HOSTPLANE_DATABASE_URL=url,
             HOSTPLANE_REDIS_URL=REDIS_URL,
-            HOSTPLANE_EVENT_CHANNEL_PREFIX=f"e2e{new_id()[-8:]}",
+            HOSTPLANE_EVENT_CHANNEL_PREFIX=namespace,
+            HOSTPLANE_RATE_LIMITS__KEY_PREFIX=f"{namespace}:ratelimit",
             HOSTPLANE_LOG_FORMAT="json",
             **settings,
         )
