@@ -35,5 +35,10 @@ async def served(app: Any) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.should_exit = True
+        # uvicorn waits for open connections (an agent's socket the test has
+        # not closed yet); after a grace period, stop waiting for them.
+        done, _pending = await asyncio.wait({task}, timeout=5)
+        if not done:
+            server.force_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
