@@ -181,12 +181,9 @@ class AlertSettings(BaseModel):
         return value
 
 
-class StripeSettings(BaseModel):
-    """Stripe Checkout (``HOSTPLANE_PAYMENTS__STRIPE__*``); offered once both secrets are set."""
+class GatewayLimits(BaseModel):
+    """What every payment gateway's section shares: currency, top-up limits, timeout."""
 
-    secret_key: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
-    api_base: str = "https://api.stripe.com"
     # The currency charged; empty means the credits currency (it must be that one).
     currency: str | None = Field(default=None, min_length=3, max_length=3)
     # Limits of one top-up, in major units of the credits currency.
@@ -200,6 +197,14 @@ class StripeSettings(BaseModel):
             raise ValueError("min_amount must not be above max_amount")
         return self
 
+
+class StripeSettings(GatewayLimits):
+    """Stripe Checkout (``HOSTPLANE_PAYMENTS__STRIPE__*``); offered once both secrets are set."""
+
+    secret_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    api_base: str = "https://api.stripe.com"
+
     @property
     def configured(self) -> bool:
         return bool(
@@ -210,7 +215,7 @@ class StripeSettings(BaseModel):
         )
 
 
-class RazorpaySettings(BaseModel):
+class RazorpaySettings(GatewayLimits):
     """Razorpay payment links for UPI (``HOSTPLANE_PAYMENTS__RAZORPAY__*``); offered once
     the key pair and the webhook secret are set."""
 
@@ -218,16 +223,7 @@ class RazorpaySettings(BaseModel):
     key_secret: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     api_base: str = "https://api.razorpay.com"
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
-    min_amount: Decimal = Field(default=Decimal("1"), gt=0)
     max_amount: Decimal = Field(default=Decimal("100000"), gt=0)
-    timeout_seconds: float = Field(default=20.0, gt=0, le=120)
-
-    @model_validator(mode="after")
-    def _limits(self) -> Self:
-        if self.min_amount > self.max_amount:
-            raise ValueError("min_amount must not be above max_amount")
-        return self
 
     @property
     def configured(self) -> bool:
