@@ -50,36 +50,28 @@ async def sweep(session: AsyncSession, settings: BillingSettings) -> int:
     """Queue the transitions that are due; returns how many were found."""
     now = utcnow()
     found = 0
-    due = await session.scalars(
-        select(ServerSubscription).where(
-            ServerSubscription.status == "active",
-            ServerSubscription.expires_at <= now - _suspend_at(settings),
+    # (status now, past how long after the term's end, the job, its key's word)
+    for status, after, job, step in (
+        ("active", _suspend_at(settings), SUSPEND_JOB, "suspend"),
+        ("suspended", _delete_at(settings), DELETE_JOB, "delete"),
+    ):
+        due = await session.scalars(
+            select(ServerSubscription).where(
+                ServerSubscription.status == status,
+                ServerSubscription.expires_at <= now - after,
+            )
         )
-    )
-    for subscription in due.all():
-        await jobs.enqueue(
-            session,
-            SUSPEND_JOB,
-            tenant_id=subscription.tenant_id,
-            unique_key=f"expiry:suspend:{subscription.id}:{subscription.expires_at.timestamp():.0f}",
-            subscription_id=subscription.id,
-        )
-        found += 1
-    gone = await session.scalars(
-        select(ServerSubscription).where(
-            ServerSubscription.status == "suspended",
-            ServerSubscription.expires_at <= now - _delete_at(settings),
-        )
-    )
-    for subscription in gone.all():
-        await jobs.enqueue(
-            session,
-            DELETE_JOB,
-            tenant_id=subscription.tenant_id,
-            unique_key=f"expiry:delete:{subscription.id}:{subscription.expires_at.timestamp():.0f}",
-            subscription_id=subscription.id,
-        )
-        found += 1
+        for subscription in due.all():
+            # One job per transition and term end, whatever the sweeps overlap.
+            expired = f"{subscription.expires_at.timestamp():.0f}"
+            await jobs.enqueue(
+                session,
+                job,
+                tenant_id=subscription.tenant_id,
+                unique_key=f"expiry:{step}:{subscription.id}:{expired}",
+                subscription_id=subscription.id,
+            )
+            found += 1
     return found
 
 
