@@ -163,20 +163,16 @@ async def reverse(
     original = await ledger.find_transaction(session, tenant_id=tenant_id, key=original_key)
     if original is None:
         raise LookupError(f"no movement was posted under {original_key!r}")
+    entries = await ledger.entries_of(session, original.id)
     accounts = {
         account.id: account
         for account in await session.scalars(
             select(LedgerAccount).where(
-                LedgerAccount.id.in_(
-                    [entry.account_id for entry in await ledger.entries_of(session, original.id)]
-                )
+                LedgerAccount.id.in_([entry.account_id for entry in entries])
             )
         )
     }
-    legs = [
-        Leg(accounts[entry.account_id], -entry.amount)
-        for entry in await ledger.entries_of(session, original.id)
-    ]
+    legs = [Leg(accounts[entry.account_id], -entry.amount) for entry in entries]
     return await ledger.post(
         session,
         tenant_id=tenant_id,
